@@ -1,0 +1,68 @@
+// Embedded ClickHouse (chdb): ClickHouse 26.x in this process, data under one folder. chdb binds one
+// data folder per process, so only the process that owns the warehouse may open it (DESIGN.md).
+
+import { mkdirSync } from 'node:fs';
+import { tableFromIPC } from 'apache-arrow';
+import { Session } from 'chdb';
+import {
+  type InsertOptions,
+  type QueryParams,
+  type Warehouse,
+  WarehouseError,
+  assertIdentifier,
+  parseJsonEachRow,
+} from './warehouse.js';
+
+export async function openChdbWarehouse(dir: string, database: string): Promise<Warehouse> {
+  assertIdentifier(database);
+  mkdirSync(dir, { recursive: true });
+  const session = new Session(dir);
+
+  const run = async (sql: string, params: QueryParams | undefined, format: string) => {
+    try {
+      return params && Object.keys(params).length > 0
+        ? await session.queryBindAsync(sql, params, { format })
+        : await session.queryAsync(sql, { format });
+    } catch (error) {
+      throw new WarehouseError(`warehouse query failed: ${(error as Error).message}`, { cause: error });
+    }
+  };
+
+  await run(`CREATE DATABASE IF NOT EXISTS ${database}`, undefined, 'TSV');
+  // The session is one connection, so USE sticks for every later query.
+  await run(`USE ${database}`, undefined, 'TSV');
+
+  return {
+    kind: 'chdb',
+    database,
+    async query<T>(sql: string, params?: QueryParams) {
+      return parseJsonEachRow<T>((await run(sql, params, 'JSONEachRow')).text());
+    },
+    async queryArrow(sql: string, params?: QueryParams) {
+      return tableFromIPC((await run(sql, params, 'ArrowStream')).bytes());
+    },
+    async insert(table: string, rows: readonly Record<string, unknown>[], options: InsertOptions = {}) {
+      if (rows.length === 0) return;
+      const settings: Record<string, string | number> = { ...options.settings };
+      if (options.dedupToken) {
+        settings.insert_deduplicate = 1;
+        settings.insert_deduplication_token = options.dedupToken;
+      }
+      const payload = Buffer.from(`${rows.map((row) => JSON.stringify(row)).join('\n')}\n`);
+      try {
+        await session.insert({ table: assertIdentifier(table), values: payload, format: 'JSONEachRow', settings });
+      } catch (error) {
+        throw new WarehouseError(`insert into ${table} failed: ${(error as Error).message}`, { cause: error });
+      }
+    },
+    async command(sql: string, params?: QueryParams) {
+      await run(sql, params, 'TSV');
+    },
+    async ping() {
+      return (await run('SELECT 1', undefined, 'TSV')).text().trim() === '1';
+    },
+    async close() {
+      session.close();
+    },
+  };
+}

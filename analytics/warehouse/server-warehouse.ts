@@ -1,0 +1,83 @@
+// A ClickHouse server through @clickhouse/client (HTTP). Used when CLICKHOUSE_URL is set, so ingest,
+// offer jobs and dashboards can run as separate processes against a cluster.
+
+import { createClient } from '@clickhouse/client';
+import { tableFromIPC } from 'apache-arrow';
+import {
+  type InsertOptions,
+  type QueryParams,
+  type Warehouse,
+  WarehouseError,
+  assertIdentifier,
+  parseJsonEachRow,
+} from './warehouse.js';
+
+const hasParams = (params?: QueryParams) => params !== undefined && Object.keys(params).length > 0;
+
+export async function openServerWarehouse(url: string, database: string): Promise<Warehouse> {
+  assertIdentifier(database);
+  const bootstrap = createClient({ url, request_timeout: 30_000 });
+  try {
+    await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
+  } catch (error) {
+    throw new WarehouseError(`cannot reach ClickHouse at ${new URL(url).host}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    await bootstrap.close();
+  }
+  const client = createClient({ url, database, request_timeout: 60_000 });
+
+  const wrap = async <T>(what: string, action: () => Promise<T>): Promise<T> => {
+    try {
+      return await action();
+    } catch (error) {
+      throw new WarehouseError(`${what} failed: ${(error as Error).message}`, { cause: error });
+    }
+  };
+
+  return {
+    kind: 'server',
+    database,
+    query<T>(sql: string, params?: QueryParams) {
+      return wrap('warehouse query', async () => {
+        // Only send query_params when there are some: servers older than 19.x reject the setting.
+        const result = await client.query({ query: sql, format: 'JSONEachRow', ...(hasParams(params) ? { query_params: params } : {}) });
+        return parseJsonEachRow<T>(await result.text());
+      });
+    },
+    queryArrow(sql: string, params?: QueryParams) {
+      return wrap('warehouse query', async () => {
+        const result = await client.exec({ query: `${sql} FORMAT ArrowStream`, ...(hasParams(params) ? { query_params: params } : {}) });
+        const chunks: Buffer[] = [];
+        for await (const chunk of result.stream) chunks.push(chunk as Buffer);
+        return tableFromIPC(Buffer.concat(chunks));
+      });
+    },
+    insert(table: string, rows: readonly Record<string, unknown>[], options: InsertOptions = {}) {
+      return wrap(`insert into ${table}`, async () => {
+        if (rows.length === 0) return;
+        const settings: Record<string, string | number> = { ...options.settings };
+        if (options.dedupToken) {
+          settings.insert_deduplicate = 1;
+          settings.insert_deduplication_token = options.dedupToken;
+        }
+        await client.insert({
+          table: assertIdentifier(table),
+          values: rows as Record<string, unknown>[],
+          format: 'JSONEachRow',
+          ...(Object.keys(settings).length > 0 ? { clickhouse_settings: settings } : {}),
+        });
+      });
+    },
+    command(sql: string, params?: QueryParams) {
+      return wrap('warehouse command', async () => {
+        await client.command({ query: sql, ...(hasParams(params) ? { query_params: params } : {}) });
+      });
+    },
+    async ping() {
+      return (await client.ping()).success;
+    },
+    async close() {
+      await client.close();
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// The one place configuration comes from: environment variables, validated once at start.
+// Defaults point at the local stack (stack/), so a fresh checkout runs with no settings at all.
+// A bad value stops the start with a message that names the variable.
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`config: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function text(env: Env, name: string, fallback: string): string {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  return raw;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function url(env: Env, name: string, fallback: string, protocols: string[]): string {
+  const raw = text(env, name, fallback);
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be a URL like ${fallback}, got "${raw}"`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+  }
+  return raw;
+}
+
+function hostPorts(env: Env, name: string, fallback: string): string[] {
+  const list = text(env, name, fallback)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const entry of list) {
+    if (!/^[\w.-]+:\d{1,5}$/.test(entry)) throw new ConfigError(name, `must list host:port pairs separated by commas, got "${entry}"`);
+  }
+  if (list.length === 0) throw new ConfigError(name, 'must name at least one host:port');
+  return list;
+}
+
+function oneOf<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
+  const raw = text(env, name, fallback);
+  if (!allowed.includes(raw as T)) throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${raw}"`);
+  return raw as T;
+}
+
+const PORT_MIN = 1024;
+const PORT_MAX = 65535;
+
+/** Ports of the local stack; the client URLs below default to them, so moving a port moves both. */
+export function loadStackPorts(env: Env = process.env) {
+  return {
+    redis: integer(env, 'STACK_REDIS_PORT', 16379, PORT_MIN, PORT_MAX),
+    kafka: integer(env, 'STACK_KAFKA_PORT', 19092, PORT_MIN, PORT_MAX),
+    kafkaController: integer(env, 'STACK_KAFKA_CONTROLLER_PORT', 19093, PORT_MIN, PORT_MAX),
+    postgres: integer(env, 'STACK_POSTGRES_PORT', 15432, PORT_MIN, PORT_MAX),
+    clickhouseHttp: integer(env, 'STACK_CLICKHOUSE_HTTP_PORT', 18123, PORT_MIN, PORT_MAX),
+    clickhouseTcp: integer(env, 'STACK_CLICKHOUSE_TCP_PORT', 19000, PORT_MIN, PORT_MAX),
+  };
+}
+
+export type StackPorts = ReturnType<typeof loadStackPorts>;
+
+export function loadConfig(env: Env = process.env) {
+  const ports = loadStackPorts(env);
+  const dataDir = text(env, 'STACK_DIR', `${process.cwd()}/.stack`);
+  const clickhouseUrl = env.CLICKHOUSE_URL ? url(env, 'CLICKHOUSE_URL', '', ['http:', 'https:']) : undefined;
+  return {
+    env: oneOf(env, 'NODE_ENV', 'development', ['development', 'test', 'production'] as const),
+    logLevel: oneOf(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    stack: { dataDir, ports },
+    redis: { url: url(env, 'REDIS_URL', `redis://127.0.0.1:${ports.redis}`, ['redis:', 'rediss:']) },
+    kafka: {
+      brokers: hostPorts(env, 'KAFKA_BROKERS', `127.0.0.1:${ports.kafka}`),
+      clientId: text(env, 'KAFKA_CLIENT_ID', 'flash-sale'),
+    },
+    postgres: {
+      url: url(env, 'DATABASE_URL', `postgres://flashsale@127.0.0.1:${ports.postgres}/flashsale`, ['postgres:', 'postgresql:']),
+      poolSize: integer(env, 'PG_POOL_SIZE', 10, 1, 500),
+    },
+    warehouse: {
+      // Embedded chdb unless a ClickHouse server is named; see analytics/warehouse.
+      clickhouseUrl,
+      chdbDir: text(env, 'CHDB_DIR', `${dataDir}/chdb`),
+      database: text(env, 'CLICKHOUSE_DATABASE', 'flashsale'),
+    },
+  };
+}
+
+export type Config = ReturnType<typeof loadConfig>;
+
+let loaded: Config | undefined;
+
+/** The process-wide configuration, validated on first use. */
+export function config(): Config {
+  loaded ??= loadConfig();
+  return loaded;
+}

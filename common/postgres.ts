@@ -1,0 +1,13 @@
+// PostgreSQL pool factory (the order store's system of record).
+import pg from 'pg';
+import { config } from './config.js';
+
+export function createPostgresPool(options: pg.PoolConfig = {}): pg.Pool {
+  const { url, poolSize } = config().postgres;
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 5000, ...options });
+  // An idle client losing its server (a restart) must not crash the process; the next query reconnects.
+  pool.on('error', () => {});
+  return pool;
+}
+
+export type { pg };

@@ -1,0 +1,7 @@
+// Brings the local stack up before any suite runs (idempotent: a running stack is reused).
+// It is left running afterwards so the next `npm test` starts warm; .ci/run stops it.
+import { stackUp } from '../stack/services.js';
+
+export default async function setup(): Promise<void> {
+  await stackUp();
+}
