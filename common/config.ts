@@ -9,15 +9,15 @@ export class ConfigError extends Error {
   }
 }
 
-type Env = Record<string, string | undefined>;
+export type Env = Record<string, string | undefined>;
 
-function text(env: Env, name: string, fallback: string): string {
+export function text(env: Env, name: string, fallback: string): string {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   return raw;
 }
 
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+export function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
@@ -26,7 +26,7 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   return value;
 }
 
-function url(env: Env, name: string, fallback: string, protocols: string[]): string {
+export function url(env: Env, name: string, fallback: string, protocols: string[]): string {
   const raw = text(env, name, fallback);
   let parsed: URL;
   try {
@@ -40,7 +40,7 @@ function url(env: Env, name: string, fallback: string, protocols: string[]): str
   return raw;
 }
 
-function hostPorts(env: Env, name: string, fallback: string): string[] {
+export function hostPorts(env: Env, name: string, fallback: string): string[] {
   const list = text(env, name, fallback)
     .split(',')
     .map((s) => s.trim())
@@ -100,6 +100,9 @@ export function loadConfig(env: Env = process.env) {
     },
   };
 }
+
+// Modules add their own section to loadConfig (sale:, ingest:, …) using the readers above, so every
+// variable is validated in one pass at start.
 
 export type Config = ReturnType<typeof loadConfig>;
 
