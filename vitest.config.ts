@@ -12,5 +12,7 @@ export default defineConfig({
     maxWorkers: 2,
     pool: 'forks',
     reporters: ['default'],
+    // Expected failures (rebalances, killed servers) would otherwise flood the output.
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'error', NODE_ENV: 'test' },
   },
 });

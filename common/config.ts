@@ -98,6 +98,23 @@ export function loadConfig(env: Env = process.env) {
       chdbDir: text(env, 'CHDB_DIR', `${dataDir}/chdb`),
       database: text(env, 'CLICKHOUSE_DATABASE', 'flashsale'),
     },
+    sale: {
+      // The shopper API (sale-core). Secrets have dev defaults so a fresh checkout runs; set them in production.
+      port: integer(env, 'SALE_PORT', 8080, 0, PORT_MAX),
+      host: text(env, 'SALE_HOST', '127.0.0.1'),
+      tokenSecret: text(env, 'SALE_TOKEN_SECRET', 'dev-only-sale-token-secret-change-me'),
+      adminToken: text(env, 'SALE_ADMIN_TOKEN', 'dev-admin-token'),
+      sessionTtlSeconds: integer(env, 'SALE_SESSION_TTL_SECONDS', 86_400, 60, 30 * 86_400),
+      ticketTtlSeconds: integer(env, 'SALE_TICKET_TTL_SECONDS', 120, 5, 3600),
+      ipRatePerSecond: integer(env, 'SALE_RATE_IP_PER_SECOND', 50, 1, 1_000_000),
+      ipBurst: integer(env, 'SALE_RATE_IP_BURST', 100, 1, 1_000_000),
+      shopperRatePerSecond: integer(env, 'SALE_RATE_SHOPPER_PER_SECOND', 5, 1, 1_000_000),
+      shopperBurst: integer(env, 'SALE_RATE_SHOPPER_BURST', 10, 1, 1_000_000),
+      admissionRatePerSecond: integer(env, 'SALE_ADMISSION_RATE_PER_SECOND', 200, 1, 1_000_000),
+      clickstreamBuffer: integer(env, 'SALE_CLICKSTREAM_BUFFER', 20_000, 100, 10_000_000),
+      expirySweepMs: integer(env, 'SALE_EXPIRY_SWEEP_MS', 500, 10, 60_000),
+      relayIntervalMs: integer(env, 'SALE_RELAY_INTERVAL_MS', 20, 1, 10_000),
+    },
   };
 }
 

@@ -4,14 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { tableFromIPC } from 'apache-arrow';
 import { Session } from 'chdb';
-import {
-  type InsertOptions,
-  type QueryParams,
-  type Warehouse,
-  WarehouseError,
-  assertIdentifier,
-  parseJsonEachRow,
-} from './warehouse.js';
+import { assertIdentifier, type InsertOptions, parseJsonEachRow, type QueryParams, type Warehouse, WarehouseError } from './warehouse.js';
 
 export async function openChdbWarehouse(dir: string, database: string): Promise<Warehouse> {
   assertIdentifier(database);
@@ -31,6 +24,8 @@ export async function openChdbWarehouse(dir: string, database: string): Promise<
   await run(`CREATE DATABASE IF NOT EXISTS ${database}`, undefined, 'TSV');
   // The session is one connection, so USE sticks for every later query.
   await run(`USE ${database}`, undefined, 'TSV');
+  // apache-arrow in JS reads uncompressed IPC only.
+  await run("SET output_format_arrow_compression_method = 'none'", undefined, 'TSV');
 
   return {
     kind: 'chdb',

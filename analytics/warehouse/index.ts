@@ -11,6 +11,6 @@ export function openWarehouse(settings = config().warehouse): Promise<Warehouse>
     : openChdbWarehouse(settings.chdbDir, settings.database);
 }
 
-export { migrate, type MigrationResult } from './migrate.js';
+export { type MigrationResult, migrate } from './migrate.js';
 export type { InsertOptions, QueryParams, Warehouse } from './warehouse.js';
 export { WarehouseError } from './warehouse.js';

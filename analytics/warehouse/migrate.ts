@@ -1,7 +1,7 @@
 // Schema migrations: ordered SQL files (`NNNN_what.sql`) applied once each, recorded in
 // `schema_migrations`. A file may hold several statements separated by `;` at the end of a line.
 
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Warehouse, WarehouseError } from './warehouse.js';

@@ -1,22 +1,17 @@
 // A ClickHouse server through @clickhouse/client (HTTP). Used when CLICKHOUSE_URL is set, so ingest,
 // offer jobs and dashboards can run as separate processes against a cluster.
 
-import { createClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { tableFromIPC } from 'apache-arrow';
-import {
-  type InsertOptions,
-  type QueryParams,
-  type Warehouse,
-  WarehouseError,
-  assertIdentifier,
-  parseJsonEachRow,
-} from './warehouse.js';
+import { assertIdentifier, type InsertOptions, parseJsonEachRow, type QueryParams, type Warehouse, WarehouseError } from './warehouse.js';
 
 const hasParams = (params?: QueryParams) => params !== undefined && Object.keys(params).length > 0;
 
 export async function openServerWarehouse(url: string, database: string): Promise<Warehouse> {
   assertIdentifier(database);
-  const bootstrap = createClient({ url, request_timeout: 30_000 });
+  // Errors reach callers as WarehouseError; the client's own error log would print them twice.
+  const quiet = { level: ClickHouseLogLevel.OFF };
+  const bootstrap = createClient({ url, request_timeout: 30_000, log: quiet });
   try {
     await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
   } catch (error) {
@@ -24,7 +19,7 @@ export async function openServerWarehouse(url: string, database: string): Promis
   } finally {
     await bootstrap.close();
   }
-  const client = createClient({ url, database, request_timeout: 60_000 });
+  const client = createClient({ url, database, request_timeout: 60_000, log: quiet });
 
   const wrap = async <T>(what: string, action: () => Promise<T>): Promise<T> => {
     try {
@@ -46,7 +41,12 @@ export async function openServerWarehouse(url: string, database: string): Promis
     },
     queryArrow(sql: string, params?: QueryParams) {
       return wrap('warehouse query', async () => {
-        const result = await client.exec({ query: `${sql} FORMAT ArrowStream`, ...(hasParams(params) ? { query_params: params } : {}) });
+        const result = await client.exec({
+          query: `${sql} FORMAT ArrowStream`,
+          // apache-arrow in JS reads uncompressed IPC only.
+          clickhouse_settings: { output_format_arrow_compression_method: 'none' },
+          ...(hasParams(params) ? { query_params: params } : {}),
+        });
         const chunks: Buffer[] = [];
         for await (const chunk of result.stream) chunks.push(chunk as Buffer);
         return tableFromIPC(Buffer.concat(chunks));

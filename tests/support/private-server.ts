@@ -38,7 +38,11 @@ export async function startPrivateServer(name: Exclude<ServiceName, 'clickhouse-
   const service = services(ports, root)[name];
   await service.up();
   const url =
-    name === 'redis' ? `redis://127.0.0.1:${port}` : name === 'kafka' ? `127.0.0.1:${port}` : `postgres://flashsale@127.0.0.1:${port}/flashsale`;
+    name === 'redis'
+      ? `redis://127.0.0.1:${port}`
+      : name === 'kafka'
+        ? `127.0.0.1:${port}`
+        : `postgres://flashsale@127.0.0.1:${port}/flashsale`;
   return {
     service,
     port,
@@ -50,4 +54,3 @@ export async function startPrivateServer(name: Exclude<ServiceName, 'clickhouse-
     },
   };
 }
-
