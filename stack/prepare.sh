@@ -43,7 +43,10 @@ java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head
 # --- npm packages ---------------------------------------------------------------------------------
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "prepare: installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error >"$stack_dir/npm.log" 2>&1 || fail "npm ci failed; see $stack_dir/npm.log"
+  # `npm install`, not `npm ci`: chdb lists optional native packages for other platforms that the
+  # registry here does not serve, so the lock cannot name them and `npm ci` refuses it. The lock
+  # still pins every package this platform installs.
+  npm install --no-audit --no-fund --loglevel=error >"$stack_dir/npm.log" 2>&1 || fail "npm install failed; see $stack_dir/npm.log"
 fi
 
 # --- Kafka jars (pinned in stack/pom.xml) ---------------------------------------------------------
