@@ -1,0 +1,137 @@
+// Ingest: Kafka → ClickHouse warehouse and → PostgreSQL order store (ingest/README.md).
+//
+// Two consumer groups, one per sink: `warehouse` reads clickstream.v1 and orders.v1 into
+// clickstream_events / order_facts (rollups follow by materialized views); `order-store` reads orders.v1
+// into PostgreSQL. In embedded mode this runs in the process that owns the chdb warehouse; with
+// CLICKHOUSE_URL several ingest processes can share the groups.
+import type { Kafka, Producer } from 'kafkajs';
+import type pg from 'pg';
+import { migrate } from '../analytics/warehouse/migrate.js';
+import type { Warehouse } from '../analytics/warehouse/warehouse.js';
+import { config } from '../common/config.js';
+import { createKafka } from '../common/kafka.js';
+import { createLogger } from '../common/logger.js';
+import { createPostgresPool } from '../common/postgres.js';
+import { TOPICS } from '../common/topics.js';
+import { DeadLetters } from './dead-letters.js';
+import { createOrderStoreSink, ensureOrderStore } from './order-store.js';
+import { type BatchLimits, type SinkConsumer, type SinkConsumerHooks, startSinkConsumer } from './sink-consumer.js';
+import { createWarehouseSink } from './warehouse-sink.js';
+
+export type IngestSinkName = 'warehouse' | 'order-store';
+
+export interface IngestOptions {
+  warehouse: Warehouse;
+  /** The order store; when omitted a pool is made from config and closed with ingest. */
+  pool?: pg.Pool;
+  kafka?: Kafka;
+  topics?: { clickstream: string; orders: string; deadLetters: string };
+  groupIds?: { warehouse?: string; orderStore?: string };
+  /** Which sinks to run here (default both); e.g. only the warehouse in a second ingest process. */
+  sinks?: readonly IngestSinkName[];
+  limits?: Partial<BatchLimits>;
+  /** Apply warehouse migrations and the order-store DDL before consuming (default true). */
+  migrate?: boolean;
+  /** Read a new group's topics from the start (default true: events produced before the first start count). */
+  fromBeginning?: boolean;
+  /** Group session timeout (default 30 s): how soon a dead ingest process's partitions move on. */
+  sessionTimeoutMs?: number;
+  /** Fault injection for crash tests. */
+  hooks?: { warehouse?: SinkConsumerHooks; orderStore?: SinkConsumerHooks };
+}
+
+export interface Ingest {
+  close(): Promise<void>;
+}
+
+export async function startIngest(options: IngestOptions): Promise<Ingest> {
+  const settings = config().ingest;
+  const log = createLogger('ingest');
+  const kafka = options.kafka ?? createKafka('ingest');
+  const topics = options.topics ?? {
+    clickstream: TOPICS.clickstream.name,
+    orders: TOPICS.orders.name,
+    deadLetters: TOPICS.deadLetters.name,
+  };
+  const sinks = new Set(options.sinks ?? ['warehouse', 'order-store']);
+  const limits: BatchLimits = {
+    maxRows: options.limits?.maxRows ?? settings.batchMaxRows,
+    lingerMs: options.limits?.lingerMs ?? settings.batchLingerMs,
+    minBytes: options.limits?.minBytes ?? settings.batchMinBytes,
+    partitionsInParallel: options.limits?.partitionsInParallel ?? 6,
+    maxBytesPerPartition: options.limits?.maxBytesPerPartition ?? 4 << 20,
+  };
+  const ownPool = sinks.has('order-store') && !options.pool;
+  const pool = options.pool ?? (ownPool ? createPostgresPool() : undefined);
+
+  if (options.migrate ?? true) {
+    if (sinks.has('warehouse')) await migrate(options.warehouse);
+    if (pool && sinks.has('order-store')) await ensureOrderStore(pool);
+  }
+
+  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const consumers: SinkConsumer[] = [];
+  const contractTopics = { [topics.clickstream]: TOPICS.clickstream.name, [topics.orders]: TOPICS.orders.name };
+  try {
+    if (sinks.has('warehouse')) {
+      const groupId = options.groupIds?.warehouse ?? settings.warehouseGroupId;
+      consumers.push(
+        await startSinkConsumer({
+          kafka,
+          groupId,
+          topics: contractTopics,
+          sink: createWarehouseSink(options.warehouse),
+          deadLetters: new DeadLetters(producer, topics.deadLetters, groupId),
+          limits,
+          log: log.child({ sink: 'warehouse' }),
+          fromBeginning: options.fromBeginning,
+          sessionTimeoutMs: options.sessionTimeoutMs,
+          hooks: options.hooks?.warehouse,
+        }),
+      );
+    }
+    if (sinks.has('order-store') && pool) {
+      const groupId = options.groupIds?.orderStore ?? settings.orderStoreGroupId;
+      consumers.push(
+        await startSinkConsumer({
+          kafka,
+          groupId,
+          topics: { [topics.orders]: TOPICS.orders.name },
+          sink: createOrderStoreSink(pool),
+          deadLetters: new DeadLetters(producer, topics.deadLetters, groupId),
+          limits,
+          log: log.child({ sink: 'order-store' }),
+          fromBeginning: options.fromBeginning,
+          sessionTimeoutMs: options.sessionTimeoutMs,
+          hooks: options.hooks?.orderStore,
+        }),
+      );
+    }
+  } catch (error) {
+    await Promise.allSettled(consumers.map((consumer) => consumer.stop()));
+    await producer.disconnect();
+    if (ownPool) await pool?.end();
+    throw error;
+  }
+  log.info({ groups: consumers.map((consumer) => consumer.groupId), topics }, 'ingest started');
+
+  let closing: Promise<void> | undefined;
+  return {
+    close() {
+      // Consumers first (their last batch may still park dead letters), then the producer and pool.
+      closing ??= (async () => {
+        await Promise.allSettled(consumers.map((consumer) => consumer.stop()));
+        await producer.disconnect();
+        if (ownPool) await pool?.end();
+        log.info('ingest stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+export { DEAD_LETTER_HEADERS } from './dead-letters.js';
+export { ingestMetrics } from './metrics.js';
+export { applyOrderEvents, ensureOrderStore, ORDER_STORE_DDL } from './order-store.js';
+export { WAREHOUSE_TABLES } from './warehouse-sink.js';

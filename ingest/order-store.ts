@@ -1,0 +1,139 @@
+// The order store (PostgreSQL): the system of record for an order's state, fed from orders.v1.
+//
+// `orders` holds one row per order, hash-partitioned by order_id so the table and its index split across
+// partitions (and, at scale, across nodes). `order_status_history` keeps every transition that was
+// applied. Applying an event is idempotent and forward-only: reserved → paid | expired, and a terminal
+// status never changes again, so a replayed or late event changes nothing.
+import type pg from 'pg';
+import type { OrderEvent } from '../common/events.js';
+import { ingestMetrics } from './metrics.js';
+import type { Sink, SinkBatch } from './sink.js';
+
+export const ORDER_PARTITIONS = 8;
+
+const partitionsOf = (table: string) =>
+  Array.from(
+    { length: ORDER_PARTITIONS },
+    (_, i) =>
+      `CREATE TABLE IF NOT EXISTS ${table}_p${i} PARTITION OF ${table} FOR VALUES WITH (MODULUS ${ORDER_PARTITIONS}, REMAINDER ${i});`,
+  ).join('\n');
+
+export const ORDER_STORE_DDL = `
+CREATE TABLE IF NOT EXISTS orders (
+  order_id          text        NOT NULL,
+  sale_id           text        NOT NULL,
+  sku               text,
+  user_id           text,
+  anon_id           text        NOT NULL,
+  price_cents       bigint      NOT NULL CHECK (price_cents >= 0),
+  qty               integer     NOT NULL CHECK (qty > 0),
+  offer_id          text,
+  status            text        NOT NULL CHECK (status IN ('reserved', 'paid', 'expired')),
+  reserved_at       timestamptz,
+  expires_at        timestamptz,
+  status_changed_at timestamptz NOT NULL,
+  last_event_id     uuid        NOT NULL,
+  updated_at        timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (order_id)
+) PARTITION BY HASH (order_id);
+${partitionsOf('orders')}
+CREATE TABLE IF NOT EXISTS order_status_history (
+  order_id    text        NOT NULL,
+  event_id    uuid        NOT NULL,
+  status      text        NOT NULL CHECK (status IN ('reserved', 'paid', 'expired')),
+  changed_at  timestamptz NOT NULL,
+  recorded_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (order_id, event_id)
+) PARTITION BY HASH (order_id);
+${partitionsOf('order_status_history')}
+CREATE INDEX IF NOT EXISTS orders_sale_status ON orders (sale_id, status);
+`;
+
+/** Creates the order store's tables if missing; safe to run from every ingest process at start. */
+export async function ensureOrderStore(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    // Several ingest processes may start together; CREATE ... IF NOT EXISTS alone can still race.
+    await client.query('BEGIN');
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('flashsale.order_store.ddl'))");
+    await client.query(ORDER_STORE_DDL);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+// The insert creates the order on its first event, whatever it is (a paid event can be the first one
+// seen if the reservation went to the DLQ); the update moves it only from reserved to a terminal status.
+// The history row is written only when the order row changed, so a replay adds nothing.
+const APPLY_ORDER_EVENT = `
+WITH applied AS (
+  INSERT INTO orders AS o (order_id, sale_id, sku, user_id, anon_id, price_cents, qty, offer_id, status,
+                           reserved_at, expires_at, status_changed_at, last_event_id)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+  ON CONFLICT (order_id) DO UPDATE
+    SET status = EXCLUDED.status, status_changed_at = EXCLUDED.status_changed_at,
+        last_event_id = EXCLUDED.last_event_id, updated_at = now()
+    WHERE o.status = 'reserved' AND EXCLUDED.status IN ('paid', 'expired')
+  RETURNING order_id
+)
+INSERT INTO order_status_history (order_id, event_id, status, changed_at)
+SELECT order_id, $13, $9, $12 FROM applied
+ON CONFLICT DO NOTHING`;
+
+function orderParams(event: OrderEvent): unknown[] {
+  const at = new Date(event.ts);
+  return [
+    event.order_id,
+    event.sale_id,
+    event.sku,
+    event.user_id,
+    event.anon_id,
+    event.price,
+    event.qty,
+    event.offer_id ?? null,
+    event.status,
+    event.type === 'order_reserved' ? at : null,
+    event.type === 'order_reserved' ? new Date(event.expires_at) : null,
+    at,
+    event.event_id,
+  ];
+}
+
+/** Applies order events in their Kafka order in one transaction; returns how many changed an order. */
+export async function applyOrderEvents(pool: pg.Pool, events: readonly OrderEvent[]): Promise<number> {
+  if (events.length === 0) return 0;
+  const client = await pool.connect();
+  let applied = 0;
+  try {
+    await client.query('BEGIN');
+    for (const event of events) applied += (await client.query(APPLY_ORDER_EVENT, orderParams(event))).rowCount ?? 0;
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+  ingestMetrics.orderTransitions.inc({ outcome: 'applied' }, applied);
+  ingestMetrics.orderTransitions.inc({ outcome: 'ignored' }, events.length - applied);
+  return applied;
+}
+
+export function createOrderStoreSink(pool: pg.Pool): Sink {
+  return {
+    name: 'order-store',
+    // Every event applies idempotently on its own, so batch boundaries do not matter.
+    needsStableBatches: false,
+    async write(batch: SinkBatch) {
+      await applyOrderEvents(
+        pool,
+        batch.events.map(({ event }) => event as OrderEvent),
+      );
+      ingestMetrics.rowsWritten.inc({ sink: 'order-store', table: 'orders' }, batch.events.length);
+    },
+  };
+}

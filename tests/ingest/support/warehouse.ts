@@ -1,0 +1,47 @@
+// Each test file opens chdb on its own fresh folder: chdb binds one data folder per process, and
+// vitest runs files in parallel forked processes.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openChdbWarehouse } from '../../../analytics/warehouse/chdb-warehouse.js';
+import { migrate } from '../../../analytics/warehouse/migrate.js';
+import type { Warehouse } from '../../../analytics/warehouse/warehouse.js';
+
+export interface TestWarehouse {
+  warehouse: Warehouse;
+  dir: string;
+  dispose(): Promise<void>;
+}
+
+export function freshWarehouseDir(): string {
+  return mkdtempSync(join(tmpdir(), 'ingest-chdb-'));
+}
+
+export async function openTestWarehouse(dir = freshWarehouseDir()): Promise<TestWarehouse> {
+  const warehouse = await openChdbWarehouse(dir, 'flashsale');
+  await migrate(warehouse);
+  return {
+    warehouse,
+    dir,
+    async dispose() {
+      await warehouse.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function countOf(warehouse: Warehouse, sql: string, params?: Record<string, unknown>): Promise<number> {
+  const [row] = await warehouse.query<{ n: string | number }>(sql, params);
+  return Number(row?.n ?? 0);
+}
+
+/** Polls until `read` returns `want` (or the time runs out), and returns the last value read. */
+export async function waitForValue<T>(read: () => Promise<T>, want: T, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = await read();
+  while (last !== want && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    last = await read();
+  }
+  return last;
+}
