@@ -1,0 +1,186 @@
+// Purchase-path benchmark (issue 3): the shopper simulator's purchase load against
+//   (a) a bare fastify route returning a constant (the ceiling), and (a') the same route on the platform's
+//       service app (common/http), to separate what every service pays from what the purchase costs,
+//   (b) a naive baseline decrementing stock in PostgreSQL under a row lock per purchase,
+//   (c) the real sale-core purchase path (ticket check, one Lua script, outbox → Kafka relay, clickstream),
+// all in one run. Every server and every load generator is its own process; loopback only; bounded.
+// Prints req/s, p50/p99 (ms), the ratios to the targets, and the RSS of the sale-core process.
+//
+//   npm run bench:sale                      (BENCH_DURATION_MS, BENCH_CONNECTIONS to change the shape)
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { config } from '../common/config.js';
+import { createKafka } from '../common/kafka.js';
+import { createRedis } from '../common/redis.js';
+import type { LoadResult } from './shopper-simulator.js';
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 8000);
+const WARMUP = Number(process.env.BENCH_WARMUP_MS ?? 2000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const SHOPPERS = 100_000;
+const here = new URL('.', import.meta.url).pathname;
+
+function tsx(script: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', `${here}${script}`, ...args], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
+
+async function startServer(kind: string, args: string[] = []): Promise<{ url: string; child: ChildProcess }> {
+  const child = tsx('sale-servers.ts', [kind, '0', ...args], {
+    // One IP and a few shoppers firing as fast as they can: the abuse limits would (rightly) stop them.
+    SALE_RATE_IP_PER_SECOND: '1000000',
+    SALE_RATE_IP_BURST: '1000000',
+    SALE_RATE_SHOPPER_PER_SECOND: '1000000',
+    SALE_RATE_SHOPPER_BURST: '1000000',
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk) => {
+      out += chunk;
+      const match = /READY (\S+)/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`${kind} server exited (${code}) before it was ready`)));
+  });
+  return { url, child };
+}
+
+async function stopServer(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+async function load(url: string, saleId: string, rate?: number): Promise<LoadResult> {
+  const args = ['load', '--url', url, '--sale', saleId, '--duration', String(DURATION), '--warmup', String(WARMUP)];
+  args.push('--connections', String(CONNECTIONS), '--shoppers', String(SHOPPERS));
+  if (rate) args.push('--rate', String(rate));
+  const child = tsx('shopper-simulator.ts', args);
+  let out = '';
+  child.stdout!.on('data', (chunk) => {
+    out += chunk;
+  });
+  await new Promise((r) => child.once('exit', r));
+  const line = out.trim().split('\n').at(-1);
+  if (!line) throw new Error('the load generator printed nothing');
+  return JSON.parse(line);
+}
+
+/** CPU time (user + system, ms) a process has used so far. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime, stime in clock ticks (100/s)
+}
+
+async function measured(pid: number, run: () => Promise<LoadResult>): Promise<LoadResult & { cpuUsPerRequest: number }> {
+  const before = cpuMs(pid);
+  const result = await run();
+  return { ...result, cpuUsPerRequest: Math.round(((cpuMs(pid) - before) * 1000) / Math.max(1, result.answered)) };
+}
+
+function rssMiB(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { rss: Math.round(kb('VmRSS') / 1024), peak: Math.round(kb('VmHWM') / 1024) };
+}
+
+const row = (name: string, r: LoadResult & { cpuUsPerRequest: number }) =>
+  `${name.padEnd(34)} ${String(r.rps).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  ` +
+  `server CPU ${String(r.cpuUsPerRequest).padStart(5)} µs/req  ${JSON.stringify(r.statuses)}${r.errors ? ` errors ${r.errors}` : ''}`;
+
+async function main() {
+  const load0 = loadavg();
+  console.log(`purchase benchmark: ${DURATION} ms per phase after ${WARMUP} ms warm-up, ${CONNECTIONS} connections, loopback`);
+  console.log(`load average before: ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+
+  // Kafka topics of the bench's own: the shared orders.v1 stays clean.
+  const kafka = createKafka('bench-admin');
+  const admin = kafka.admin();
+  await admin.connect();
+  const suffix = randomUUID().slice(0, 8);
+  const topics = { orders: `bench.orders.${suffix}`, clickstream: `bench.clickstream.${suffix}` };
+  await admin.createTopics({ waitForLeaders: true, topics: Object.values(topics).map((topic) => ({ topic, numPartitions: 3 })) });
+
+  const results: Record<string, LoadResult & { cpuUsPerRequest: number }> = {};
+  try {
+    const ceiling = await startServer('ceiling');
+    results.ceiling = await measured(ceiling.child.pid!, () => load(ceiling.url, 'bench'));
+    await stopServer(ceiling.child);
+    console.log(row('(a) ceiling: bare fastify', results.ceiling));
+
+    const service = await startServer('service-ceiling');
+    results.service = await measured(service.child.pid!, () => load(service.url, 'bench'));
+    await stopServer(service.child);
+    console.log(row("(a') same on common/http service app", results.service));
+
+    const pg = await startServer('pg-baseline');
+    results.pg = await measured(pg.child.pid!, () => load(pg.url, 'bench'));
+    await stopServer(pg.child);
+    console.log(row('(b) baseline: PostgreSQL row lock', results.pg));
+
+    const sale = await startServer('sale-core', [topics.orders, topics.clickstream]);
+    const saleId = `bench-${suffix}`;
+    const created = await fetch(`${sale.url}/admin/sales`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${config().sale.adminToken}` },
+      body: JSON.stringify({
+        id: saleId,
+        title: 'Benchmark sale',
+        starts_at: Date.now() - 1000,
+        ends_at: Date.now() + 3_600_000,
+        payment_window_minutes: 30,
+        skus: [{ sku: 'SKU-1', title: 'Bench unit', price: 1000, stock: 100_000_000, limit_per_shopper: 100 }],
+      }),
+    });
+    if (created.status !== 201) throw new Error(`bench sale: ${created.status} ${await created.text()}`);
+    results.sale = await measured(sale.child.pid!, () => load(sale.url, saleId));
+    console.log(row('(c) sale-core purchase, max', results.sale));
+    const half = Math.max(1, Math.round(results.sale.rps / 2));
+    results.saleHalf = await measured(sale.child.pid!, () => load(sale.url, saleId, half));
+    console.log(row(`(c) sale-core purchase at ${half}/s`, results.saleHalf));
+    const memory = rssMiB(sale.child.pid!);
+    await stopServer(sale.child);
+
+    // Leave nothing behind: the bench sale's keys and its place in the bench set.
+    const redis = createRedis();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `sale:{${saleId}}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.unlink(...keys);
+    } while (cursor !== '0');
+    await redis.srem('bench:sales:active', saleId);
+    redis.disconnect();
+
+    const ratioCeiling = results.sale.rps / results.ceiling.rps;
+    const ratioService = results.sale.rps / results.service!.rps;
+    const ratioPg = results.sale.rps / results.pg.rps;
+    console.log('');
+    console.log(`sale-core / ceiling   ${(ratioCeiling * 100).toFixed(0)}%   (target ≥ 50%)  ${ratioCeiling >= 0.5 ? 'met' : 'NOT met'}`);
+    console.log(`sale-core / (a')      ${(ratioService * 100).toFixed(0)}%   (the constant route on the same service app)`);
+    console.log(`sale-core / baseline  ${ratioPg.toFixed(1)}x   (target ≥ 5x)   ${ratioPg >= 5 ? 'met' : 'NOT met'}`);
+    console.log(
+      `p99 at half of max    ${results.saleHalf.p99.toFixed(2)} ms (target < 25 ms)  ${results.saleHalf.p99 < 25 ? 'met' : 'NOT met'}`,
+    );
+    console.log(
+      `CPU per request       sale-core ${results.sale.cpuUsPerRequest} µs vs ceiling ${results.ceiling.cpuUsPerRequest} µs ` +
+        `(sale-core process only; Redis and Kafka work on top): a load-independent ${((results.ceiling.cpuUsPerRequest / results.sale.cpuUsPerRequest) * 100).toFixed(0)}% of the ceiling`,
+    );
+    console.log(`sale-core RSS         ${memory.rss} MiB at the end, ${memory.peak} MiB peak`);
+    console.log(
+      `load average after:   ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
+  } finally {
+    await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+    await admin.disconnect();
+  }
+}
+
+await main();

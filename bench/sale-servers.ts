@@ -1,0 +1,95 @@
+// The three servers of the purchase benchmark, each started as its own process by bench/sale-purchase.ts:
+//   ceiling      a bare fastify route that parses the purchase body and returns a constant
+//   service-ceiling  the same route on common/http's service app (what every service here pays)
+//   pg-baseline  the naive purchase: decrement stock in PostgreSQL under a row lock per purchase
+//   sale-core    the real purchase path (startSaleCore) on bench topics of its own
+// Usage: tsx bench/sale-servers.ts <kind> <port> [ordersTopic clickstreamTopic]
+// Prints `READY <url>` once listening.
+import Fastify from 'fastify';
+import { createServiceApp } from '../common/http.js';
+import { createPostgresPool } from '../common/postgres.js';
+import { startSaleCore } from '../sale-core/index.js';
+
+export const BENCH_ACTIVE_SALES = 'bench:sales:active';
+
+const [kind, portArg, ordersTopic, clickstreamTopic] = process.argv.slice(2);
+const port = Number(portArg ?? 0);
+
+async function ceiling() {
+  const app = Fastify({ logger: false });
+  app.post('/sales/:saleId/purchase', async () => ({ order_id: 'constant', status: 'reserved' }));
+  return app.listen({ port, host: '127.0.0.1' });
+}
+
+/** The same constant route on the platform's service app (common/http: logger, swagger, error handler). */
+async function serviceCeiling() {
+  const app = await createServiceApp({ name: 'service-ceiling' });
+  app.post('/sales/:saleId/purchase', async () => ({ order_id: 'constant', status: 'reserved' }));
+  return app.listen({ port, host: '127.0.0.1' });
+}
+
+async function pgBaseline() {
+  const pool = createPostgresPool({ max: 16 });
+  await pool.query(
+    `CREATE TABLE IF NOT EXISTS bench_sale_stock (sale_id text, sku text, stock integer NOT NULL, PRIMARY KEY (sale_id, sku))`,
+  );
+  await pool.query(
+    `CREATE TABLE IF NOT EXISTS bench_sale_orders (id bigserial PRIMARY KEY, sale_id text, sku text, user_id text, created_at timestamptz DEFAULT now())`,
+  );
+  await pool.query(`TRUNCATE bench_sale_orders`);
+  await pool.query(
+    `INSERT INTO bench_sale_stock (sale_id, sku, stock) VALUES ('bench', 'SKU-1', 100000000) ON CONFLICT (sale_id, sku) DO UPDATE SET stock = 100000000`,
+  );
+  const app = Fastify({ logger: false });
+  app.post('/sales/:saleId/purchase', async (request, reply) => {
+    const body = request.body as { sku: string };
+    const user = String(request.headers.authorization ?? 'anon').slice(-16);
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const row = await client.query('SELECT stock FROM bench_sale_stock WHERE sale_id = $1 AND sku = $2 FOR UPDATE', ['bench', body.sku]);
+      if (!row.rows[0] || row.rows[0].stock <= 0) {
+        await client.query('ROLLBACK');
+        return reply.code(409).send({ error: { code: 'SALE_SOLD_OUT' } });
+      }
+      await client.query('UPDATE bench_sale_stock SET stock = stock - 1 WHERE sale_id = $1 AND sku = $2', ['bench', body.sku]);
+      const order = await client.query('INSERT INTO bench_sale_orders (sale_id, sku, user_id) VALUES ($1, $2, $3) RETURNING id', [
+        'bench',
+        body.sku,
+        user,
+      ]);
+      await client.query('COMMIT');
+      return reply.code(202).send({ order_id: String(order.rows[0].id), status: 'reserved' });
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  });
+  return app.listen({ port, host: '127.0.0.1' });
+}
+
+async function saleCore() {
+  if (!ordersTopic || !clickstreamTopic) throw new Error('sale-core needs ordersTopic and clickstreamTopic');
+  // Its own active-sales set: a sale-core started on the shared stack never relays the bench's outbox.
+  const core = await startSaleCore({
+    port,
+    topics: { orders: ordersTopic, clickstream: clickstreamTopic },
+    settings: { activeSalesKey: BENCH_ACTIVE_SALES },
+    handleSignals: true,
+  });
+  return core.url;
+}
+
+const starters: Record<string, () => Promise<string>> = {
+  ceiling,
+  'service-ceiling': serviceCeiling,
+  'pg-baseline': pgBaseline,
+  'sale-core': saleCore,
+};
+const start = kind ? starters[kind] : undefined;
+if (!start) throw new Error(`unknown server kind ${kind}: one of ${Object.keys(starters).join(', ')}`);
+const url = await start();
+process.stdout.write(`READY ${url}\n`);
+if (kind !== 'sale-core') process.on('SIGTERM', () => process.exit(0));

@@ -1,0 +1,111 @@
+// What every sale-core route shares: the Redis connection with the sale scripts, settings, the
+// clickstream emitter, the outbox relay (to nudge), and the in-process catalog snapshots.
+import type { FastifyRequest } from 'fastify';
+import type { ClickstreamEvent } from '../common/events.js';
+import type { ClickstreamEmitter } from './clickstream.js';
+import { saleError } from './errors.js';
+import type { OutboxRelay } from './outbox-relay.js';
+import type { CatalogSnapshots } from './sales.js';
+import type { SaleRedis } from './scripts.js';
+import { hashIp, readSession, type ShopperSession } from './tokens.js';
+
+export interface SaleSettings {
+  tokenSecret: string;
+  adminToken: string;
+  sessionTtlSeconds: number;
+  ticketTtlSeconds: number;
+  ipRatePerSecond: number;
+  ipBurst: number;
+  shopperRatePerSecond: number;
+  shopperBurst: number;
+  admissionRatePerSecond: number;
+  expirySweepMs: number;
+  relayIntervalMs: number;
+  clickstreamBuffer: number;
+  /** How long the clickstream waits to fill a batch (kafkajs costs per send, not per message). */
+  clickstreamLingerMs: number;
+  /** How long a purchase answer is kept for replays of its Idempotency-Key. */
+  idempotencyTtlMs: number;
+  /** The Redis set of sale ids this deployment's relay and sweeper watch. */
+  activeSalesKey: string;
+}
+
+export interface SaleContext {
+  redis: SaleRedis;
+  settings: SaleSettings;
+  clickstream: ClickstreamEmitter;
+  relay: OutboxRelay;
+  catalog: CatalogSnapshots;
+}
+
+/** The envelope fields of an event, from the request and the session. */
+export interface ShopperContext {
+  session: ShopperSession;
+  ipHash: string;
+  channel: 'web' | 'app' | 'api';
+  device: string;
+}
+
+// A spike brings the same IPs again and again: remember their hashes (bounded).
+const ipHashes = new Map<string, string>();
+function ipHashOf(ip: string, secret: string): string {
+  let hash = ipHashes.get(ip);
+  if (hash === undefined) {
+    if (ipHashes.size > 100_000) ipHashes.clear();
+    hash = hashIp(ip, secret);
+    ipHashes.set(ip, hash);
+  }
+  return hash;
+}
+
+// A shopper sends the same session token with every poll and purchase: verify its signature once
+// (bounded cache; the expiry is still checked on every use).
+const sessions = new Map<string, ShopperSession>();
+function verifiedSession(token: string, secret: string): ShopperSession | null {
+  const key = `${secret}\n${token}`;
+  const cached = sessions.get(key);
+  if (cached) return cached.expiresAt > Date.now() ? cached : null;
+  const session = readSession(token, secret);
+  if (session) {
+    if (sessions.size > 50_000) sessions.clear();
+    sessions.set(key, session);
+  }
+  return session;
+}
+
+export function shopperContext(request: FastifyRequest, settings: SaleSettings, required = true): ShopperContext | null {
+  const header = request.headers.authorization;
+  if (!header) {
+    if (required) throw saleError('SESSION_REQUIRED');
+    return null;
+  }
+  const token = header.startsWith('Bearer ') ? header.slice(7) : '';
+  const session = verifiedSession(token, settings.tokenSecret);
+  if (!session) throw saleError('SESSION_INVALID');
+  const channelHeader = request.headers['x-channel'];
+  const channel = channelHeader === 'app' || channelHeader === 'api' ? channelHeader : 'web';
+  const device = String(request.headers['user-agent'] ?? 'unknown').slice(0, 64);
+  return { session, ipHash: ipHashOf(request.ip, settings.tokenSecret), channel, device };
+}
+
+export function requireShopper(ctx: ShopperContext): string {
+  if (!ctx.session.userId) throw saleError('LOGIN_REQUIRED');
+  return ctx.session.userId;
+}
+
+/** The envelope minus event_id/type/ts, as the Lua scripts and clickstream need it. */
+export function envelope(ctx: ShopperContext, saleId: string, sku: string | null) {
+  return {
+    sale_id: saleId,
+    user_id: ctx.session.userId,
+    anon_id: ctx.session.anonId,
+    session_id: ctx.session.sessionId,
+    sku,
+    channel: ctx.channel,
+    device: ctx.device,
+    ip_hash: ctx.ipHash,
+  };
+}
+
+type Distribute<T> = T extends unknown ? Omit<T, 'event_id' | 'ts' | keyof ReturnType<typeof envelope>> : never;
+export type ClickstreamDetail = Distribute<ClickstreamEvent>;

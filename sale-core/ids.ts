@@ -1,0 +1,23 @@
+// UUIDv7 event and order ids for the hot path. Same layout as common/events newEventId (48-bit ms
+// timestamp, version 7, variant 10, random rest), but the random bytes come from a pooled buffer:
+// one getRandomValues call per 256 ids instead of one per id, which showed up in the purchase profile.
+import { randomFillSync } from 'node:crypto';
+
+const POOL_IDS = 256;
+const pool = Buffer.alloc(POOL_IDS * 10);
+let offset = pool.length;
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+export function newOrderEventId(now = Date.now()): string {
+  if (offset >= pool.length) {
+    randomFillSync(pool);
+    offset = 0;
+  }
+  const r = offset;
+  offset += 10;
+  const ms = now.toString(16).padStart(12, '0').slice(-12);
+  const b = (i: number) => HEX[pool[r + i]!]!;
+  const versioned = HEX[0x70 | (pool[r]! & 0x0f)]!; // version 7 in the high nibble
+  const variant = HEX[0x80 | (pool[r + 2]! & 0x3f)]!; // variant 10
+  return `${ms.slice(0, 8)}-${ms.slice(8, 12)}-${versioned}${b(1)}-${variant}${b(3)}-${b(4)}${b(5)}${b(6)}${b(7)}${b(8)}${b(9)}`;
+}

@@ -1,0 +1,152 @@
+// sale-core: the shopper API. Stateless: every bit of sale state lives in Redis, so any number of
+// these processes can sit behind a load balancer. main.ts starts it with `--role sale`.
+import type { FastifyInstance } from 'fastify';
+import type { Kafka } from 'kafkajs';
+import { config } from '../common/config.js';
+import { closeOnSignals, createServiceApp } from '../common/http.js';
+import { createKafka } from '../common/kafka.js';
+import { createLogger } from '../common/logger.js';
+import { createRedis } from '../common/redis.js';
+import { TOPICS } from '../common/topics.js';
+import { registerBrowsingRoutes } from './browsing.js';
+import { ClickstreamEmitter } from './clickstream.js';
+import type { SaleContext, SaleSettings } from './context.js';
+import { ACTIVE_SALES } from './keys.js';
+import { OutboxRelay } from './outbox-relay.js';
+import { registerOrderRoutes, startExpirySweeper } from './payment.js';
+import { registerPurchaseRoutes } from './purchase.js';
+import { CatalogSnapshots, registerSaleRoutes } from './sales.js';
+import { withSaleScripts } from './scripts.js';
+import { registerSessionRoutes } from './shopper-session.js';
+import { registerWaitingRoomRoutes } from './waiting-room.js';
+
+export interface SaleCoreOptions {
+  port?: number;
+  host?: string;
+  redisUrl?: string;
+  kafkaBrokers?: string[];
+  topics?: { orders: string; clickstream: string };
+  /** Overrides of the `sale` config section (tests: rate limits, a private active-sales set …). */
+  settings?: Partial<SaleSettings>;
+  /** Run the outbox relay and expiry sweeper in this process (default true). */
+  background?: boolean;
+  /** Install SIGTERM/SIGINT handlers (default false; main.ts may pass true). */
+  handleSignals?: boolean;
+}
+
+export interface SaleCore {
+  app: FastifyInstance;
+  url: string;
+  context: SaleContext;
+  close(): Promise<void>;
+}
+
+export function saleSettings(overrides: Partial<SaleSettings> = {}): SaleSettings {
+  const c = config().sale;
+  return {
+    tokenSecret: c.tokenSecret,
+    adminToken: c.adminToken,
+    sessionTtlSeconds: c.sessionTtlSeconds,
+    ticketTtlSeconds: c.ticketTtlSeconds,
+    ipRatePerSecond: c.ipRatePerSecond,
+    ipBurst: c.ipBurst,
+    shopperRatePerSecond: c.shopperRatePerSecond,
+    shopperBurst: c.shopperBurst,
+    admissionRatePerSecond: c.admissionRatePerSecond,
+    expirySweepMs: c.expirySweepMs,
+    relayIntervalMs: c.relayIntervalMs,
+    clickstreamBuffer: c.clickstreamBuffer,
+    clickstreamLingerMs: c.clickstreamLingerMs,
+    idempotencyTtlMs: 24 * 60 * 60 * 1000,
+    activeSalesKey: ACTIVE_SALES,
+    ...overrides,
+  };
+}
+
+export async function startSaleCore(options: SaleCoreOptions = {}): Promise<SaleCore> {
+  const settings = saleSettings(options.settings);
+  const log = createLogger('sale-core');
+  // Auto-pipelining: the commands of concurrent requests leave in one write instead of one syscall each.
+  const redis = withSaleScripts(createRedis({ enableAutoPipelining: true }, options.redisUrl ?? config().redis.url));
+  // Connection errors surface as 503s on requests; log them at most once a second instead of crashing.
+  let lastRedisError = 0;
+  redis.on('error', (error) => {
+    if (Date.now() - lastRedisError < 1000) return;
+    lastRedisError = Date.now();
+    log.warn({ err: error }, 'redis connection error');
+  });
+  const kafka: Kafka = createKafka('sale-core', options.kafkaBrokers ? { brokers: options.kafkaBrokers } : {});
+  const topics = options.topics ?? { orders: TOPICS.orders.name, clickstream: TOPICS.clickstream.name };
+
+  const clickstream = new ClickstreamEmitter({
+    kafka,
+    topic: topics.clickstream,
+    log,
+    capacity: settings.clickstreamBuffer,
+    lingerMs: settings.clickstreamLingerMs,
+  });
+  const relay = new OutboxRelay({
+    redis,
+    kafka,
+    topic: topics.orders,
+    activeSalesKey: settings.activeSalesKey,
+    log,
+    intervalMs: settings.relayIntervalMs,
+  });
+  const context: SaleContext = { redis, settings, clickstream, relay, catalog: new CatalogSnapshots(redis) };
+
+  const app = await createServiceApp({
+    name: 'sale-core',
+    description: 'Flash-sale shopper API: catalog, waiting room, purchase, payment window, orders.',
+    ready: async () => (await redis.ping()) === 'PONG',
+    // Strict edge: a number where a string belongs, or a field we do not know, is refused with a
+    // message rather than silently coerced or dropped (fastify's defaults).
+    fastify: { ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } },
+  });
+  registerSaleRoutes(app, context);
+  registerSessionRoutes(app, context);
+  registerBrowsingRoutes(app, context);
+  registerWaitingRoomRoutes(app, context);
+  registerPurchaseRoutes(app, context);
+  registerOrderRoutes(app, context);
+
+  const background = options.background ?? true;
+  let stopSweeper: () => Promise<void> = async () => {};
+  if (background) {
+    relay.start();
+    stopSweeper = startExpirySweeper(redis, settings.activeSalesKey, settings.expirySweepMs, log);
+  }
+
+  const port = options.port ?? config().sale.port;
+  const host = options.host ?? config().sale.host;
+  const url = await app.listen({ port, host });
+
+  let closed = false;
+  const drain = async () => {
+    if (closed) return;
+    closed = true;
+    await stopSweeper();
+    // Give the relay a moment to publish what is already in the outbox; anything left stays there
+    // for the next process's relay.
+    if (background) await relay.drained(2000).catch(() => false);
+    await relay.stop();
+    await clickstream.close();
+    redis.disconnect();
+  };
+  if (options.handleSignals) closeOnSignals(app, drain);
+  return {
+    app,
+    url,
+    context,
+    async close() {
+      await app.close();
+      await drain();
+    },
+  };
+}
+
+export type { SaleSettings } from './context.js';
+export { ACTIVE_SALES, saleKeys } from './keys.js';
+export { writeOffer } from './offers.js';
+export { readStockLedger } from './sales.js';
+export { issueSession, issueTicket } from './tokens.js';

@@ -1,0 +1,171 @@
+// reserveUnit: the purchase. It needs an admission ticket and an Idempotency-Key; one Lua script then,
+// atomically, checks the sale is live, the shopper under the limit and stock left, decrements stock,
+// records the reservation with its payment deadline, counts the shopper, and appends order_reserved to
+// the sale's outbox (see scripts.ts). The shopper gets 202 with the order id; a replay of the same
+// key returns the same answer, even after the ticket was spent.
+import type { FastifyInstance } from 'fastify';
+import Type from 'typebox';
+import { counter } from '../common/metrics.js';
+import { envelope, requireShopper, type SaleContext, type ShopperContext, shopperContext } from './context.js';
+import { isSaleErrorCode, type SaleErrorCode, saleError } from './errors.js';
+import { newOrderEventId as newEventId } from './ids.js';
+import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';
+import { checkTicket } from './tokens.js';
+import { track } from './track.js';
+
+const outcomes = counter({ name: 'flashsale_purchase_outcomes_total', help: 'Purchase attempts by outcome.', labelNames: ['outcome'] });
+
+export const PurchaseBody = Type.Object(
+  {
+    sku: Type.String({ pattern: SKU_PATTERN }),
+    qty: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 1 })),
+    ticket: Type.String({ minLength: 10, maxLength: 2048, description: 'admission ticket from the queue' }),
+  },
+  { additionalProperties: false },
+);
+
+export const OrderAnswer = Type.Object({
+  order_id: Type.String(),
+  status: Type.String(),
+  sku: Type.String(),
+  qty: Type.Integer(),
+  price: Type.Integer({ description: 'cents per unit, after any offer' }),
+  expires_at: Type.Integer({ description: 'pay before this (epoch ms)' }),
+  offer_id: Type.Union([Type.String(), Type.Null()]),
+});
+
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_-]{8,128}$/;
+
+export interface ReserveRequest {
+  saleId: string;
+  userId: string;
+  sku: string;
+  qty: number;
+  ticketId: string;
+  ticketExpiresAt: number;
+  idempotencyKey: string;
+  shopper: ShopperContext;
+}
+
+export type ReserveResult =
+  | { outcome: 'reserved' | 'replayed'; answer: string; botSignals: string[] }
+  | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number };
+
+/** The atomic reservation; the HTTP route and the race tests both call this. */
+export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<ReserveResult> {
+  const k = saleKeys(r.saleId);
+  const s = sc.settings;
+  const now = Date.now();
+  // The order id reuses the event id's UUIDv7: unique, time-ordered, one random draw fewer per purchase.
+  const eventId = newEventId(now);
+  const orderId = orderIdFor(r.saleId, eventId);
+  const reply = await sc.redis.reserveUnit(
+    k.meta,
+    k.stock,
+    k.reserved,
+    k.bought,
+    k.limits,
+    k.prices,
+    k.idempotency(r.userId, r.idempotencyKey),
+    k.ticketUsed(r.ticketId),
+    k.order(orderId),
+    k.expiry,
+    k.outbox,
+    k.rateByIp(r.shopper.ipHash),
+    k.rateByShopper(r.userId),
+    k.offer(r.userId),
+    k.viewed,
+    r.userId,
+    r.sku,
+    r.qty,
+    orderId,
+    eventId,
+    r.ticketId,
+    r.ticketExpiresAt,
+    JSON.stringify(envelope(r.shopper, r.saleId, r.sku)).slice(0, -1), // the script appends the order's fields
+    s.ipRatePerSecond,
+    s.ipBurst,
+    s.shopperRatePerSecond,
+    s.shopperBurst,
+    `${r.sku}|${r.qty}`,
+    s.idempotencyTtlMs,
+    r.shopper.session.sessionId,
+  );
+  const [outcome, a, b] = reply;
+  // The answer is JSON the script built (see scripts.ts): sent as is, not parsed and re-serialised.
+  if (outcome === 'ok') return { outcome: 'reserved', answer: String(a), botSignals: b ? String(b).split(',') : [] };
+  if (outcome === 'replay') return { outcome: 'replayed', answer: String(a), botSignals: [] };
+  const code = String(a);
+  if (!isSaleErrorCode(code)) throw new Error(`reserveUnit answered an unknown code ${code}`);
+  return { outcome: 'rejected', code, retryAfterMs: code === 'RATE_LIMITED' ? Number(b) : undefined };
+}
+
+export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): void {
+  app.post(
+    '/sales/:saleId/purchase',
+    {
+      schema: {
+        tags: ['shopper'],
+        summary: 'Reserve units (needs an admission ticket and an Idempotency-Key header)',
+        params: Type.Object({ saleId: Type.String({ pattern: SALE_ID_PATTERN }) }),
+        body: PurchaseBody,
+        response: { 202: OrderAnswer },
+      },
+    },
+    async (request, reply) => {
+      const { saleId } = request.params as { saleId: string };
+      const body = request.body as Type.Static<typeof PurchaseBody>;
+      const qty = body.qty ?? 1;
+      const shopper = shopperContext(request, sc.settings)!;
+      const userId = requireShopper(shopper);
+      const key = request.headers['idempotency-key'];
+      if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) throw saleError('IDEMPOTENCY_KEY_REQUIRED');
+
+      const reject = (code: SaleErrorCode, retryAfterMs?: number, signals: string[] = []) => {
+        outcomes.inc({ outcome: code });
+        track(sc, shopper, saleId, body.sku, { type: 'purchase_rejected', reason: code }, { bot_signals: signals });
+        return saleError(code, undefined, retryAfterMs);
+      };
+
+      const { skus } = await sc.catalog.require(saleId);
+      if (!skus.has(body.sku)) throw reject('SKU_NOT_FOUND');
+      const ticket = checkTicket(body.ticket, saleId, userId, sc.settings.tokenSecret);
+      if (!ticket.ok) {
+        // A retry of an answered purchase still gets its answer, even once the ticket has expired.
+        const prior = await sc.redis.get(saleKeys(saleId).idempotency(userId, key)).catch(() => null);
+        if (prior?.startsWith(`${body.sku}|${qty}\n`)) return reply.code(202).send(JSON.parse(prior.slice(prior.indexOf('\n') + 1)));
+        throw reject(ticket.code);
+      }
+
+      let result: ReserveResult;
+      try {
+        result = await reserveUnit(sc, {
+          saleId,
+          userId,
+          sku: body.sku,
+          qty,
+          ticketId: ticket.ticket.ticketId,
+          ticketExpiresAt: ticket.ticket.expiresAt,
+          idempotencyKey: key,
+          shopper,
+        });
+      } catch (error) {
+        track(sc, shopper, saleId, body.sku, { type: 'purchase_attempt', qty });
+        request.log.warn({ err: error }, 'reserveUnit failed: Redis unavailable');
+        throw reject('STORE_UNAVAILABLE', 1000);
+      }
+      // The attempt is recorded after the script, so it carries the bot signals the script saw.
+      track(
+        sc,
+        shopper,
+        saleId,
+        body.sku,
+        { type: 'purchase_attempt', qty },
+        { bot_signals: result.outcome === 'rejected' ? [] : result.botSignals },
+      );
+      if (result.outcome === 'rejected') throw reject(result.code, result.retryAfterMs);
+      outcomes.inc({ outcome: result.outcome });
+      reply.code(202).type('application/json; charset=utf-8').send(result.answer);
+    },
+  );
+}

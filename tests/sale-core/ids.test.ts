@@ -1,0 +1,15 @@
+// The pooled UUIDv7 generator of the purchase path must produce ids the event contract accepts.
+import { validate, version } from 'uuid';
+import { expect, it } from 'vitest';
+import { newOrderEventId } from '../../sale-core/ids.js';
+
+it('produces unique, valid UUIDv7 ids carrying the timestamp', () => {
+  const ids = new Set<string>();
+  for (let i = 0; i < 20_000; i++) {
+    const id = newOrderEventId(1_795_000_000_000 + i);
+    expect(validate(id) && version(id) === 7 && /^[0-9a-f-]{36}$/.test(id)).toBe(true);
+    ids.add(id);
+  }
+  expect(ids.size).toBe(20_000);
+  expect(newOrderEventId(0x0123456789ab).slice(0, 13)).toBe('01234567-89ab');
+});
