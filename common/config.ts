@@ -98,6 +98,22 @@ export function loadConfig(env: Env = process.env) {
       chdbDir: text(env, 'CHDB_DIR', `${dataDir}/chdb`),
       database: text(env, 'CLICKHOUSE_DATABASE', 'flashsale'),
     },
+    runtime: {
+      // main.ts: how many sale-core workers share the sale port, and where ingest serves its health/metrics.
+      saleProcesses: integer(env, 'SALE_PROCESSES', 1, 1, 64),
+      ingestPort: integer(env, 'INGEST_PORT', 8081, 0, PORT_MAX),
+      opsHost: text(env, 'OPS_HOST', '127.0.0.1'),
+    },
+    ingest: {
+      // Consumer groups, one per sink; several ingest processes may share them (CLICKHOUSE_URL mode).
+      warehouseGroupId: text(env, 'INGEST_WAREHOUSE_GROUP', 'ingest-warehouse'),
+      orderStoreGroupId: text(env, 'INGEST_ORDER_STORE_GROUP', 'ingest-order-store'),
+      // A batch closes at this many rows per partition or after this linger, whichever comes first.
+      batchMaxRows: integer(env, 'INGEST_BATCH_MAX_ROWS', 20_000, 1, 1_000_000),
+      batchLingerMs: integer(env, 'INGEST_BATCH_LINGER_MS', 200, 0, 60_000),
+      // The broker holds a fetch until this many bytes are ready (or the linger passes): the batch size.
+      batchMinBytes: integer(env, 'INGEST_BATCH_MIN_BYTES', 1 << 20, 1, 64 << 20),
+    },
     sale: {
       // The shopper API (sale-core). Secrets have dev defaults so a fresh checkout runs; set them in production.
       port: integer(env, 'SALE_PORT', 8080, 0, PORT_MAX),
@@ -112,8 +128,9 @@ export function loadConfig(env: Env = process.env) {
       shopperBurst: integer(env, 'SALE_RATE_SHOPPER_BURST', 10, 1, 1_000_000),
       admissionRatePerSecond: integer(env, 'SALE_ADMISSION_RATE_PER_SECOND', 200, 1, 1_000_000),
       clickstreamBuffer: integer(env, 'SALE_CLICKSTREAM_BUFFER', 20_000, 100, 10_000_000),
+      clickstreamLingerMs: integer(env, 'SALE_CLICKSTREAM_LINGER_MS', 50, 0, 10_000),
       expirySweepMs: integer(env, 'SALE_EXPIRY_SWEEP_MS', 500, 10, 60_000),
-      relayIntervalMs: integer(env, 'SALE_RELAY_INTERVAL_MS', 20, 1, 10_000),
+      relayIntervalMs: integer(env, 'SALE_RELAY_INTERVAL_MS', 50, 1, 10_000),
     },
   };
 }
