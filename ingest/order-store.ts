@@ -2,8 +2,10 @@
 //
 // `orders` holds one row per order, hash-partitioned by order_id so the table and its index split across
 // partitions (and, at scale, across nodes). `order_status_history` keeps every transition that was
-// applied. Applying an event is idempotent and forward-only: reserved → paid | expired, and a terminal
-// status never changes again, so a replayed or late event changes nothing.
+// applied. Applying an event is idempotent and forward-only: reserved → paid | expired, and expired →
+// paid, because sale-core emits order_paid after order_expired only when a late payment took a unit
+// back atomically (the shopper was charged and holds the unit). Paid is final, so a replayed or late
+// event changes nothing.
 import type pg from 'pg';
 import type { OrderEvent } from '../common/events.js';
 import { ingestMetrics } from './metrics.js';
@@ -67,17 +69,26 @@ export async function ensureOrderStore(pool: pg.Pool): Promise<void> {
 }
 
 // The insert creates the order on its first event, whatever it is (a paid event can be the first one
-// seen if the reservation went to the DLQ); the update moves it only from reserved to a terminal status.
-// The history row is written only when the order row changed, so a replay adds nothing.
+// seen if the reservation went to the DLQ, or if the shopper logged in between reserving and paying and
+// the two events were keyed to different partitions). The update moves the status forward only, and
+// fills reserved_at/expires_at when the reservation arrives after a later status. The history row is
+// written only when the order row changed, so a replay adds nothing.
+// The status moves: reserved → paid | expired, expired → paid (a late payment that re-acquired a unit).
+const ADVANCES = `((o.status = 'reserved' AND EXCLUDED.status IN ('paid', 'expired')) OR (o.status = 'expired' AND EXCLUDED.status = 'paid'))`;
+
 const APPLY_ORDER_EVENT = `
 WITH applied AS (
   INSERT INTO orders AS o (order_id, sale_id, sku, user_id, anon_id, price_cents, qty, offer_id, status,
                            reserved_at, expires_at, status_changed_at, last_event_id)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
   ON CONFLICT (order_id) DO UPDATE
-    SET status = EXCLUDED.status, status_changed_at = EXCLUDED.status_changed_at,
-        last_event_id = EXCLUDED.last_event_id, updated_at = now()
-    WHERE o.status = 'reserved' AND EXCLUDED.status IN ('paid', 'expired')
+    SET status = CASE WHEN ${ADVANCES} THEN EXCLUDED.status ELSE o.status END,
+        status_changed_at = CASE WHEN ${ADVANCES} THEN EXCLUDED.status_changed_at ELSE o.status_changed_at END,
+        last_event_id = CASE WHEN ${ADVANCES} THEN EXCLUDED.last_event_id ELSE o.last_event_id END,
+        reserved_at = COALESCE(o.reserved_at, EXCLUDED.reserved_at),
+        expires_at = COALESCE(o.expires_at, EXCLUDED.expires_at),
+        updated_at = now()
+    WHERE ${ADVANCES} OR (o.reserved_at IS NULL AND EXCLUDED.reserved_at IS NOT NULL)
   RETURNING order_id
 )
 INSERT INTO order_status_history (order_id, event_id, status, changed_at)

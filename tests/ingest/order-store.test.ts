@@ -42,13 +42,38 @@ describe('order store', () => {
     expect(await historyOf(id)).toEqual(['reserved', 'paid']);
   });
 
-  it('moves reserved → expired; a late payment does not resurrect it', async () => {
+  it('moves reserved → expired, and expired → paid when a late payment took a unit back', async () => {
     const sale = uniqueSale('store');
     const id = `order-${sale}`;
     const t = Date.now();
-    await applyOrderEvents(pool, [orderEvent(sale, id, 'reserved', 2, t), orderEvent(sale, id, 'expired', 2, t + 10)]);
-    expect(await applyOrderEvents(pool, [orderEvent(sale, id, 'paid', 2, t + 20)])).toBe(0);
+    const expired = orderEvent(sale, id, 'expired', 2, t + 10);
+    await applyOrderEvents(pool, [orderEvent(sale, id, 'reserved', 2, t), expired]);
     expect(await statusOf(id)).toEqual(['expired']);
+    // sale-core emits order_paid after order_expired only when the payment re-acquired a unit.
+    const latePaid = orderEvent(sale, id, 'paid', 2, t + 20);
+    expect(await applyOrderEvents(pool, [latePaid])).toBe(1);
+    expect(await statusOf(id)).toEqual(['paid']);
+    // Paid is final: the expiry replayed changes nothing.
+    expect(await applyOrderEvents(pool, [expired, latePaid])).toBe(0);
+    expect(await statusOf(id)).toEqual(['paid']);
+    expect(await historyOf(id)).toEqual(['reserved', 'expired', 'paid']);
+  });
+
+  it('fills in the reservation when it arrives after the payment', async () => {
+    const sale = uniqueSale('store');
+    const id = `order-${sale}`;
+    const t = Date.now();
+    expect(await applyOrderEvents(pool, [orderEvent(sale, id, 'paid', 4, t + 10)])).toBe(1);
+    expect(await applyOrderEvents(pool, [orderEvent(sale, id, 'reserved', 4, t)])).toBe(1);
+    const { rows } = await pool.query<{ status: string; reserved_at: Date | null; expires_at: Date | null }>(
+      'SELECT status, reserved_at, expires_at FROM orders WHERE order_id = $1',
+      [id],
+    );
+    expect(rows[0]?.status).toBe('paid');
+    expect(rows[0]?.reserved_at?.getTime()).toBe(t);
+    expect(rows[0]?.expires_at).not.toBeNull();
+    // A replay of the reservation changes nothing more.
+    expect(await applyOrderEvents(pool, [orderEvent(sale, id, 'reserved', 4, t)])).toBe(0);
   });
 
   it('rolls a failed batch back whole, so its retry applies it once', async () => {
