@@ -66,6 +66,10 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     bodyLimit: options.bodyLimit ?? 16 * 1024,
     // Shoppers retry; one slow client must not hold a socket for long.
     requestTimeout: 10_000,
+    // Strict edge: a number where a string belongs, or a field we do not know, is refused with a message
+    // instead of being coerced or silently dropped (fastify's defaults). Path and query values arrive as
+    // strings, so routes declare them as strings (with a pattern) and convert them themselves.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     ...options.fastify,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
