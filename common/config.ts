@@ -58,6 +58,17 @@ function oneOf<T extends string>(env: Env, name: string, fallback: T, allowed: r
   return raw as T;
 }
 
+/** A secret with a development default that production must replace: a known key signs anyone's tickets. */
+export function secret(env: Env, name: string, devDefault: string): string {
+  const raw = env[name];
+  if (raw === undefined || raw === '') {
+    if (env.NODE_ENV === 'production') throw new ConfigError(name, 'must be set in production (the development default is public)');
+    return devDefault;
+  }
+  if (raw.length < 16) throw new ConfigError(name, 'must be at least 16 characters');
+  return raw;
+}
+
 const PORT_MIN = 1024;
 const PORT_MAX = 65535;
 
@@ -118,8 +129,8 @@ export function loadConfig(env: Env = process.env) {
       // The shopper API (sale-core). Secrets have dev defaults so a fresh checkout runs; set them in production.
       port: integer(env, 'SALE_PORT', 8080, 0, PORT_MAX),
       host: text(env, 'SALE_HOST', '127.0.0.1'),
-      tokenSecret: text(env, 'SALE_TOKEN_SECRET', 'dev-only-sale-token-secret-change-me'),
-      adminToken: text(env, 'SALE_ADMIN_TOKEN', 'dev-admin-token'),
+      tokenSecret: secret(env, 'SALE_TOKEN_SECRET', 'dev-only-sale-token-secret-change-me'),
+      adminToken: secret(env, 'SALE_ADMIN_TOKEN', 'dev-admin-token'),
       sessionTtlSeconds: integer(env, 'SALE_SESSION_TTL_SECONDS', 86_400, 60, 30 * 86_400),
       ticketTtlSeconds: integer(env, 'SALE_TICKET_TTL_SECONDS', 120, 5, 3600),
       ipRatePerSecond: integer(env, 'SALE_RATE_IP_PER_SECOND', 50, 1, 1_000_000),

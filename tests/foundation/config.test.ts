@@ -26,4 +26,13 @@ describe('config', () => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(message);
   });
+
+  it('refuses the development secrets in production', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/SALE_TOKEN_SECRET must be set in production/);
+    expect(() => loadConfig({ NODE_ENV: 'production', SALE_TOKEN_SECRET: 'x'.repeat(32) })).toThrow(/SALE_ADMIN_TOKEN must be set/);
+    expect(() => loadConfig({ SALE_TOKEN_SECRET: 'short' })).toThrow(/SALE_TOKEN_SECRET must be at least 16 characters/);
+    expect(
+      loadConfig({ NODE_ENV: 'production', SALE_TOKEN_SECRET: 'x'.repeat(32), SALE_ADMIN_TOKEN: 'y'.repeat(32) }).sale.adminToken,
+    ).toBe('y'.repeat(32));
+  });
 });
