@@ -81,7 +81,7 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
           kafka,
           groupId,
           topics: contractTopics,
-          sink: createWarehouseSink(options.warehouse),
+          sink: createWarehouseSink(options.warehouse, log.child({ sink: 'warehouse' })),
           deadLetters: new DeadLetters(producer, topics.deadLetters, groupId),
           limits,
           log: log.child({ sink: 'warehouse' }),

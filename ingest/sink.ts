@@ -6,6 +6,8 @@ export interface SourcedEvent {
   event: FlashSaleEvent;
   partition: number;
   offset: string;
+  /** The message bytes `event` was decoded from, when a sink may pass them on instead of re-encoding. */
+  raw?: Buffer;
 }
 
 export interface SinkBatch {

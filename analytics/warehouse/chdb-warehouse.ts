@@ -50,6 +50,26 @@ export async function openChdbWarehouse(dir: string, database: string): Promise<
         throw new WarehouseError(`insert into ${table} failed: ${(error as Error).message}`, { cause: error });
       }
     },
+    async insertJsonEachRow(table: string, payload: Buffer, columns: readonly string[], options: InsertOptions = {}) {
+      if (payload.length === 0) return;
+      const settings: Record<string, string | number> = { ...options.settings };
+      if (options.dedupToken) {
+        settings.insert_deduplicate = 1;
+        settings.insert_deduplication_token = options.dedupToken;
+      }
+      try {
+        // The Buffer goes to chdb zero-copy; it must stay untouched until the insert settles.
+        await session.insert({
+          table: assertIdentifier(table),
+          values: payload,
+          format: 'JSONEachRow',
+          columns: columns.map(assertIdentifier),
+          settings,
+        });
+      } catch (error) {
+        throw new WarehouseError(`insert into ${table} failed: ${(error as Error).message}`, { cause: error });
+      }
+    },
     async command(sql: string, params?: QueryParams) {
       await run(sql, params, 'TSV');
     },

@@ -1,6 +1,7 @@
 // A ClickHouse server through @clickhouse/client (HTTP). Used when CLICKHOUSE_URL is set, so ingest,
 // offer jobs and dashboards can run as separate processes against a cluster.
 
+import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { tableFromIPC } from 'apache-arrow';
 import { assertIdentifier, type InsertOptions, parseJsonEachRow, type QueryParams, type Warehouse, WarehouseError } from './warehouse.js';
@@ -66,6 +67,23 @@ export async function openServerWarehouse(url: string, database: string): Promis
           format: 'JSONEachRow',
           ...(Object.keys(settings).length > 0 ? { clickhouse_settings: settings } : {}),
         });
+      });
+    },
+    insertJsonEachRow(table: string, payload: Buffer, columns: readonly string[], options: InsertOptions = {}) {
+      return wrap(`insert into ${table}`, async () => {
+        if (payload.length === 0) return;
+        const settings: Record<string, string | number> = { ...options.settings };
+        if (options.dedupToken) {
+          settings.insert_deduplicate = 1;
+          settings.insert_deduplication_token = options.dedupToken;
+        }
+        const result = await client.exec({
+          query: `INSERT INTO ${assertIdentifier(table)} (${columns.map(assertIdentifier).join(', ')}) FORMAT JSONEachRow`,
+          values: Readable.from([payload]),
+          ...(Object.keys(settings).length > 0 ? { clickhouse_settings: settings } : {}),
+        });
+        // An INSERT answers with an empty body; the socket goes back to the pool only once it is released.
+        result.stream.destroy();
       });
     },
     command(sql: string, params?: QueryParams) {

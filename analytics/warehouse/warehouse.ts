@@ -24,6 +24,12 @@ export interface Warehouse {
   /** The result as an Arrow table, for columnar consumers (offer jobs, notebooks). */
   queryArrow(sql: string, params?: QueryParams): Promise<Table>;
   insert(table: string, rows: readonly Record<string, unknown>[], options?: InsertOptions): Promise<void>;
+  /**
+   * Inserts JSONEachRow bytes as they are (one JSON object per line, keys among `columns`; columns not
+   * listed take their defaults). For a writer that already holds valid JSON: nothing is parsed or
+   * re-encoded in JS. Optional, so a writer must be able to fall back to `insert`.
+   */
+  insertJsonEachRow?(table: string, payload: Buffer, columns: readonly string[], options?: InsertOptions): Promise<void>;
   /** DDL and other statements that return nothing. */
   command(sql: string, params?: QueryParams): Promise<void>;
   ping(): Promise<boolean>;

@@ -15,6 +15,7 @@ describe('ingest rebalance', () => {
   const running: Ingest[] = [];
   const topics = { clickstream: '', orders: '', deadLetters: '' };
   const groupIds = { warehouse: `rebalance-warehouse-${randomUUID()}` };
+  const extraTopics: string[] = [];
 
   beforeAll(async () => {
     kafka = createKafka('ingest-rebalance');
@@ -29,7 +30,7 @@ describe('ingest rebalance', () => {
   afterAll(async () => {
     await Promise.allSettled(running.map((ingest) => ingest.close()));
     await test?.dispose();
-    await deleteTopics(Object.values(topics), kafka).catch(() => {});
+    await deleteTopics([...Object.values(topics), ...extraTopics], kafka).catch(() => {});
   });
 
   it('loses and doubles nothing when a second consumer joins mid-stream', async () => {
@@ -73,5 +74,66 @@ describe('ingest rebalance', () => {
     expect(
       await countOf(test.warehouse, 'SELECT sum(events) AS n FROM funnel_stages_per_minute WHERE sale_id = {sale:String}', where),
     ).toBe(N);
+  });
+
+  it('never moves a committed offset back when partitions move away from batches still being written', async () => {
+    const sale = uniqueSale('rebalance-inflight');
+    const group = `rebalance-inflight-${randomUUID()}`;
+    // A topic of its own: the first test's members are still running on the shared one.
+    const own = { ...topics, clickstream: await createTestTopic('clickstream.v1', 6, kafka) };
+    extraTopics.push(own.clickstream);
+    const common = {
+      warehouse: test.warehouse,
+      kafka,
+      topics: own,
+      groupIds: { warehouse: group },
+      sinks: ['warehouse'] as const,
+      limits: { maxRows: 200, lingerMs: 20 },
+    };
+    // A slow write on the first member: when the second joins, its lanes hold batches written but not committed.
+    const slowWrite = () => new Promise<void>((resolve) => setTimeout(resolve, 500));
+    running.push(await startIngest({ ...common, hooks: { warehouse: { afterWrite: slowWrite } } }));
+
+    const admin = kafka.admin();
+    await admin.connect();
+    const highest = new Map<number, bigint>();
+    const regressions: string[] = [];
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [own.clickstream] });
+        for (const { partition, offset } of offsets?.partitions ?? []) {
+          if (Number(offset) < 0) continue;
+          const seen = highest.get(partition) ?? -1n;
+          if (BigInt(offset) < seen) regressions.push(`partition ${partition}: ${seen} → ${offset}`);
+          else highest.set(partition, BigInt(offset));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+
+    const producer = await connectedProducer(kafka);
+    let produced = 0;
+    for (let slice = 0; slice < 10; slice++) {
+      const events = Array.from({ length: 600 }, (_, i) => clickEvent(sale, produced + i));
+      await produce(producer, own.clickstream, events.map(messageOf), 200);
+      produced += events.length;
+      if (slice === 2) running.push(await startIngest({ ...common, migrate: false }));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    await producer.disconnect();
+    await waitUntil(() => groupCaughtUp(kafka, group, [own.clickstream]), 90_000, 'both consumers to catch up');
+    watching = false;
+    await watcher;
+    await admin.disconnect();
+
+    expect(regressions).toEqual([]);
+    const where = { sale };
+    expect(await countOf(test.warehouse, 'SELECT count() AS n FROM clickstream_events WHERE sale_id = {sale:String}', where)).toBe(
+      produced,
+    );
+    expect(
+      await countOf(test.warehouse, 'SELECT sum(events) AS n FROM funnel_stages_per_minute WHERE sale_id = {sale:String}', where),
+    ).toBe(produced);
   });
 });
