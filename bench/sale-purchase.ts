@@ -22,21 +22,44 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const SHOPPERS = 100_000;
 const here = new URL('.', import.meta.url).pathname;
 
-function tsx(script: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', `${here}${script}`, ...args], {
+// BENCH_SERVER_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) goes to the server processes only,
+// so a profile shows the server's cost and not the load generator's.
+const SERVER_NODE_ARGS = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+// BENCH_ONLY=sale-core (comma-separated kinds) runs a subset, for profiling; the ratios need all of them.
+const ONLY = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
+const runs = (kind: string) => ONLY.size === 0 || ONLY.has(kind);
+// BENCH_SALE_BACKGROUND=separate: the outbox relay and the expiry sweeper in a process of their own
+// (startSaleBackground) instead of inside the sale-core process; its CPU is added to the server's.
+// BENCH_FIXED_RATE=N adds a sale-core phase at N requests/s: batching then depends on the rate, not on
+// how much CPU the machine's other tenants leave, so CPU/request compares across code versions.
+const FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? 0);
+const SALE_BACKGROUND = process.env.BENCH_SALE_BACKGROUND === 'separate' ? 'separate' : 'inline';
+
+function tsx(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeArgs, '--import', 'tsx', `${here}${script}`, ...args], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
 }
 
-async function startServer(kind: string, args: string[] = []): Promise<{ url: string; child: ChildProcess }> {
-  const child = tsx('sale-servers.ts', [kind, '0', ...args], {
-    // One IP and a few shoppers firing as fast as they can: the abuse limits would (rightly) stop them.
-    SALE_RATE_IP_PER_SECOND: '1000000',
-    SALE_RATE_IP_BURST: '1000000',
-    SALE_RATE_SHOPPER_PER_SECOND: '1000000',
-    SALE_RATE_SHOPPER_BURST: '1000000',
-  });
+async function startServer(
+  kind: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<{ url: string; child: ChildProcess }> {
+  const child = tsx(
+    'sale-servers.ts',
+    [kind, '0', ...args],
+    {
+      // One IP and a few shoppers firing as fast as they can: the abuse limits would (rightly) stop them.
+      SALE_RATE_IP_PER_SECOND: '1000000',
+      SALE_RATE_IP_BURST: '1000000',
+      SALE_RATE_SHOPPER_PER_SECOND: '1000000',
+      SALE_RATE_SHOPPER_BURST: '1000000',
+      ...env,
+    },
+    SERVER_NODE_ARGS,
+  );
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk) => {
@@ -77,10 +100,36 @@ function cpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime, stime in clock ticks (100/s)
 }
 
-async function measured(pid: number, run: () => Promise<LoadResult>): Promise<LoadResult & { cpuUsPerRequest: number }> {
-  const before = cpuMs(pid);
+/** CPU time of a stack server (Redis, Kafka) from its pid file, or NaN when it is not the local stack's. */
+function stackCpuMs(name: 'redis' | 'kafka'): number {
+  try {
+    return cpuMs(Number(readFileSync(`${config().stack.dataDir}/${name}/${name}.pid`, 'utf8').trim()));
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface Measured extends LoadResult {
+  /** µs of CPU per answered request: the server process, the load generator, Redis, Kafka. */
+  cpuUsPerRequest: number;
+  loadgenUs: number;
+  redisUs: number;
+  kafkaUs: number;
+}
+
+/** Runs one load phase; `pids` are the server's processes, whose CPU is summed. */
+async function measured(pids: number | number[], run: () => Promise<LoadResult>): Promise<Measured> {
+  const serverMs = () => [pids].flat().reduce((sum, pid) => sum + cpuMs(pid), 0);
+  const before = { server: serverMs(), redis: stackCpuMs('redis'), kafka: stackCpuMs('kafka') };
   const result = await run();
-  return { ...result, cpuUsPerRequest: Math.round(((cpuMs(pid) - before) * 1000) / Math.max(1, result.answered)) };
+  const per = (ms: number) => Math.round((ms * 1000) / Math.max(1, result.answered));
+  return {
+    ...result,
+    cpuUsPerRequest: per(serverMs() - before.server),
+    loadgenUs: Math.round(result.cpuUs / Math.max(1, result.answered)),
+    redisUs: per(stackCpuMs('redis') - before.redis),
+    kafkaUs: per(stackCpuMs('kafka') - before.kafka),
+  };
 }
 
 function rssMiB(pid: number): { rss: number; peak: number } {
@@ -89,9 +138,10 @@ function rssMiB(pid: number): { rss: number; peak: number } {
   return { rss: Math.round(kb('VmRSS') / 1024), peak: Math.round(kb('VmHWM') / 1024) };
 }
 
-const row = (name: string, r: LoadResult & { cpuUsPerRequest: number }) =>
+const row = (name: string, r: Measured) =>
   `${name.padEnd(34)} ${String(r.rps).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  ` +
-  `server CPU ${String(r.cpuUsPerRequest).padStart(5)} µs/req  ${JSON.stringify(r.statuses)}${r.errors ? ` errors ${r.errors}` : ''}`;
+  `server CPU ${String(r.cpuUsPerRequest).padStart(5)} µs/req  ${JSON.stringify(r.statuses)}${r.errors ? ` errors ${r.errors}` : ''}\n` +
+  `${''.padEnd(34)} CPU µs/req elsewhere: load generator ${r.loadgenUs}, Redis ${r.redisUs}, Kafka ${r.kafkaUs} (Kafka is shared: other benches move it)`;
 
 async function main() {
   const load0 = loadavg();
@@ -106,24 +156,36 @@ async function main() {
   const topics = { orders: `bench.orders.${suffix}`, clickstream: `bench.clickstream.${suffix}` };
   await admin.createTopics({ waitForLeaders: true, topics: Object.values(topics).map((topic) => ({ topic, numPartitions: 3 })) });
 
-  const results: Record<string, LoadResult & { cpuUsPerRequest: number }> = {};
+  const results: Partial<Record<'ceiling' | 'service' | 'pg' | 'sale' | 'saleHalf', Measured>> = {};
   try {
-    const ceiling = await startServer('ceiling');
-    results.ceiling = await measured(ceiling.child.pid!, () => load(ceiling.url, 'bench'));
-    await stopServer(ceiling.child);
-    console.log(row('(a) ceiling: bare fastify', results.ceiling));
+    if (runs('ceiling')) {
+      const ceiling = await startServer('ceiling');
+      results.ceiling = await measured(ceiling.child.pid!, () => load(ceiling.url, 'bench'));
+      await stopServer(ceiling.child);
+      console.log(row('(a) ceiling: bare fastify', results.ceiling));
+    }
 
-    const service = await startServer('service-ceiling');
-    results.service = await measured(service.child.pid!, () => load(service.url, 'bench'));
-    await stopServer(service.child);
-    console.log(row("(a') same on common/http service app", results.service));
+    if (runs('service-ceiling')) {
+      const service = await startServer('service-ceiling');
+      results.service = await measured(service.child.pid!, () => load(service.url, 'bench'));
+      await stopServer(service.child);
+      console.log(row("(a') same on common/http service app", results.service));
+    }
 
-    const pg = await startServer('pg-baseline');
-    results.pg = await measured(pg.child.pid!, () => load(pg.url, 'bench'));
-    await stopServer(pg.child);
-    console.log(row('(b) baseline: PostgreSQL row lock', results.pg));
+    if (runs('pg-baseline')) {
+      const pg = await startServer('pg-baseline');
+      results.pg = await measured(pg.child.pid!, () => load(pg.url, 'bench'));
+      await stopServer(pg.child);
+      console.log(row('(b) baseline: PostgreSQL row lock', results.pg));
+    }
+    if (!runs('sale-core')) return;
 
-    const sale = await startServer('sale-core', [topics.orders, topics.clickstream]);
+    const sale = await startServer('sale-core', [topics.orders, topics.clickstream], { SALE_BACKGROUND });
+    const background = SALE_BACKGROUND === 'separate' ? await startServer('sale-background', [topics.orders, topics.clickstream]) : null;
+    const salePids = [sale.child.pid!, ...(background ? [background.child.pid!] : [])];
+    console.log(
+      `sale-core: outbox relay and expiry sweeper ${SALE_BACKGROUND === 'separate' ? 'in a process of their own (CPU added below)' : 'inside the sale-core process'}`,
+    );
     const saleId = `bench-${suffix}`;
     const created = await fetch(`${sale.url}/admin/sales`, {
       method: 'POST',
@@ -138,13 +200,19 @@ async function main() {
       }),
     });
     if (created.status !== 201) throw new Error(`bench sale: ${created.status} ${await created.text()}`);
-    results.sale = await measured(sale.child.pid!, () => load(sale.url, saleId));
+    results.sale = await measured(salePids, () => load(sale.url, saleId));
     console.log(row('(c) sale-core purchase, max', results.sale));
     const half = Math.max(1, Math.round(results.sale.rps / 2));
-    results.saleHalf = await measured(sale.child.pid!, () => load(sale.url, saleId, half));
+    results.saleHalf = await measured(salePids, () => load(sale.url, saleId, half));
     console.log(row(`(c) sale-core purchase at ${half}/s`, results.saleHalf));
+    if (FIXED_RATE > 0) {
+      const fixed = await measured(salePids, () => load(sale.url, saleId, FIXED_RATE));
+      console.log(row(`(c) sale-core purchase at ${FIXED_RATE}/s`, fixed));
+    }
     const memory = rssMiB(sale.child.pid!);
+    const backgroundMemory = background ? rssMiB(background.child.pid!) : null;
     await stopServer(sale.child);
+    if (background) await stopServer(background.child);
 
     // Leave nothing behind: the bench sale's keys and its place in the bench set.
     const redis = createRedis();
@@ -157,8 +225,16 @@ async function main() {
     await redis.srem('bench:sales:active', saleId);
     redis.disconnect();
 
+    console.log(`sale-core RSS         ${memory.rss} MiB at the end, ${memory.peak} MiB peak`);
+    if (backgroundMemory) console.log(`relay process RSS     ${backgroundMemory.rss} MiB at the end, ${backgroundMemory.peak} MiB peak`);
+    console.log(
+      `load average after:   ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
+    if (!results.ceiling || !results.service || !results.pg) return;
     const ratioCeiling = results.sale.rps / results.ceiling.rps;
-    const ratioService = results.sale.rps / results.service!.rps;
+    const ratioService = results.sale.rps / results.service.rps;
     const ratioPg = results.sale.rps / results.pg.rps;
     console.log('');
     console.log(`sale-core / ceiling   ${(ratioCeiling * 100).toFixed(0)}%   (target ≥ 50%)  ${ratioCeiling >= 0.5 ? 'met' : 'NOT met'}`);
@@ -169,13 +245,7 @@ async function main() {
     );
     console.log(
       `CPU per request       sale-core ${results.sale.cpuUsPerRequest} µs vs ceiling ${results.ceiling.cpuUsPerRequest} µs ` +
-        `(sale-core process only; Redis and Kafka work on top): a load-independent ${((results.ceiling.cpuUsPerRequest / results.sale.cpuUsPerRequest) * 100).toFixed(0)}% of the ceiling`,
-    );
-    console.log(`sale-core RSS         ${memory.rss} MiB at the end, ${memory.peak} MiB peak`);
-    console.log(
-      `load average after:   ${loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}`,
+        `(sale-core process only; Redis and Kafka work on top): ${((results.ceiling.cpuUsPerRequest / results.sale.cpuUsPerRequest) * 100).toFixed(0)}% of the ceiling`,
     );
   } finally {
     await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});

@@ -2,13 +2,15 @@
 //   ceiling      a bare fastify route that parses the purchase body and returns a constant
 //   service-ceiling  the same route on common/http's service app (what every service here pays)
 //   pg-baseline  the naive purchase: decrement stock in PostgreSQL under a row lock per purchase
-//   sale-core    the real purchase path (startSaleCore) on bench topics of its own
+//   sale-core    the real purchase path (startSaleCore) on bench topics of its own; with
+//                SALE_BACKGROUND=separate it leaves the outbox relay and the sweeper to
+//   sale-background  the relay and the sweeper alone (startSaleBackground), in a process of their own
 // Usage: tsx bench/sale-servers.ts <kind> <port> [ordersTopic clickstreamTopic]
 // Prints `READY <url>` once listening.
 import Fastify from 'fastify';
 import { createServiceApp } from '../common/http.js';
 import { createPostgresPool } from '../common/postgres.js';
-import { startSaleCore } from '../sale-core/index.js';
+import { startSaleBackground, startSaleCore } from '../sale-core/index.js';
 
 export const BENCH_ACTIVE_SALES = 'bench:sales:active';
 
@@ -77,9 +79,25 @@ async function saleCore() {
     port,
     topics: { orders: ordersTopic, clickstream: clickstreamTopic },
     settings: { activeSalesKey: BENCH_ACTIVE_SALES },
+    background: process.env.SALE_BACKGROUND !== 'separate',
     handleSignals: true,
   });
   return core.url;
+}
+
+async function saleBackground() {
+  if (!ordersTopic) throw new Error('sale-background needs ordersTopic');
+  const background = await startSaleBackground({
+    topics: { orders: ordersTopic, clickstream: clickstreamTopic ?? '' },
+    settings: { activeSalesKey: BENCH_ACTIVE_SALES },
+  });
+  let closing = false;
+  process.on('SIGTERM', () => {
+    if (closing) return;
+    closing = true;
+    void background.close().finally(() => process.exit(0));
+  });
+  return 'background';
 }
 
 const starters: Record<string, () => Promise<string>> = {
@@ -87,9 +105,10 @@ const starters: Record<string, () => Promise<string>> = {
   'service-ceiling': serviceCeiling,
   'pg-baseline': pgBaseline,
   'sale-core': saleCore,
+  'sale-background': saleBackground,
 };
 const start = kind ? starters[kind] : undefined;
 if (!start) throw new Error(`unknown server kind ${kind}: one of ${Object.keys(starters).join(', ')}`);
 const url = await start();
 process.stdout.write(`READY ${url}\n`);
-if (kind !== 'sale-core') process.on('SIGTERM', () => process.exit(0));
+if (kind !== 'sale-core' && kind !== 'sale-background') process.on('SIGTERM', () => process.exit(0));

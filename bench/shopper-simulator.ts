@@ -43,6 +43,8 @@ export interface LoadResult {
   errors: number;
   /** Every answered request, warm-up included (to divide the server's CPU time by). */
   answered: number;
+  /** CPU time (user + system, µs) this load generator spent firing them: it shares the cores with the server. */
+  cpuUs: number;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -90,6 +92,7 @@ export async function runPurchaseLoad(o: LoadOptions): Promise<LoadResult> {
   };
 
   const total = o.warmupMs + o.durationMs;
+  const cpuBefore = process.cpuUsage();
   const start = performance.now();
   setTimeout(() => {
     measuring = true;
@@ -122,6 +125,7 @@ export async function runPurchaseLoad(o: LoadOptions): Promise<LoadResult> {
   const elapsed = (performance.now() - measuredFrom) / 1000;
   measuredFrom = 0;
   await pool.close();
+  const cpu = process.cpuUsage(cpuBefore);
   const sorted = Float64Array.from(latencies).sort();
   return {
     requests: latencies.length,
@@ -132,6 +136,7 @@ export async function runPurchaseLoad(o: LoadOptions): Promise<LoadResult> {
     statuses,
     errors,
     answered,
+    cpuUs: cpu.user + cpu.system,
   };
 }
 

@@ -59,16 +59,20 @@ function ipHashOf(ip: string, secret: string): string {
 }
 
 // A shopper sends the same session token with every poll and purchase: verify its signature once
-// (bounded cache; the expiry is still checked on every use).
-const sessions = new Map<string, ShopperSession>();
+// (bounded cache per secret; the expiry is still checked on every use).
+const sessionsBySecret = new Map<string, Map<string, ShopperSession>>();
 function verifiedSession(token: string, secret: string): ShopperSession | null {
-  const key = `${secret}\n${token}`;
-  const cached = sessions.get(key);
+  let sessions = sessionsBySecret.get(secret);
+  if (sessions === undefined) {
+    sessions = new Map();
+    sessionsBySecret.set(secret, sessions);
+  }
+  const cached = sessions.get(token);
   if (cached) return cached.expiresAt > Date.now() ? cached : null;
   const session = readSession(token, secret);
   if (session) {
     if (sessions.size > 50_000) sessions.clear();
-    sessions.set(key, session);
+    sessions.set(token, session);
   }
   return session;
 }

@@ -99,9 +99,6 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     name: 'sale-core',
     description: 'Flash-sale shopper API: catalog, waiting room, purchase, payment window, orders.',
     ready: async () => (await redis.ping()) === 'PONG',
-    // Strict edge: a number where a string belongs, or a field we do not know, is refused with a
-    // message rather than silently coerced or dropped (fastify's defaults).
-    fastify: { ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } },
   });
   registerSaleRoutes(app, context);
   registerSessionRoutes(app, context);
@@ -141,6 +138,51 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     async close() {
       await app.close();
       await drain();
+    },
+  };
+}
+
+export interface SaleBackground {
+  relay: OutboxRelay;
+  close(): Promise<void>;
+}
+
+/**
+ * The outbox relay and the expiry sweeper without the HTTP API, for a process of their own next to
+ * sale-core processes started with `background: false`: the HTTP processes then only write Redis, and
+ * Kafka's producer work runs elsewhere. Safe to run several (the relay holds a per-sale lease; the
+ * sweeper's expiries act only on orders still reserved).
+ */
+export async function startSaleBackground(
+  options: Pick<SaleCoreOptions, 'redisUrl' | 'kafkaBrokers' | 'topics' | 'settings'> = {},
+): Promise<SaleBackground> {
+  const settings = saleSettings(options.settings);
+  const log = createLogger('sale-background');
+  const redis = withSaleScripts(createRedis({}, options.redisUrl ?? config().redis.url));
+  let lastRedisError = 0;
+  redis.on('error', (error) => {
+    if (Date.now() - lastRedisError < 1000) return;
+    lastRedisError = Date.now();
+    log.warn({ err: error }, 'redis connection error');
+  });
+  const kafka = createKafka('sale-background', options.kafkaBrokers ? { brokers: options.kafkaBrokers } : {});
+  const relay = new OutboxRelay({
+    redis,
+    kafka,
+    topic: options.topics?.orders ?? TOPICS.orders.name,
+    activeSalesKey: settings.activeSalesKey,
+    log,
+    intervalMs: settings.relayIntervalMs,
+  });
+  relay.start();
+  const stopSweeper = startExpirySweeper(redis, settings.activeSalesKey, settings.expirySweepMs, log);
+  return {
+    relay,
+    async close() {
+      await stopSweeper();
+      await relay.drained(2000).catch(() => false);
+      await relay.stop();
+      redis.disconnect();
     },
   };
 }

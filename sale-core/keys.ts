@@ -11,7 +11,20 @@ export const ACTIVE_SALES = 'sales:active';
 export const SALE_ID_PATTERN = '^[a-z0-9][a-z0-9-]{0,39}$';
 export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 
-export function saleKeys(saleId: string) {
+// A purchase needs fifteen of a sale's key names: they are built once per sale, not once per request.
+const keysBySale = new Map<string, SaleKeys>();
+
+export function saleKeys(saleId: string): SaleKeys {
+  let keys = keysBySale.get(saleId);
+  if (keys === undefined) {
+    if (keysBySale.size > 10_000) keysBySale.clear();
+    keys = keyNames(saleId);
+    keysBySale.set(saleId, keys);
+  }
+  return keys;
+}
+
+function keyNames(saleId: string) {
   const p = `sale:{${saleId}}:`;
   return {
     meta: `${p}meta`,
@@ -38,7 +51,7 @@ export function saleKeys(saleId: string) {
   };
 }
 
-export type SaleKeys = ReturnType<typeof saleKeys>;
+export type SaleKeys = ReturnType<typeof keyNames>;
 
 /** Order ids carry their sale id, so `/orders/:id` finds the sale's slot without a lookup. */
 export function orderIdFor(saleId: string, uuid: string): string {

@@ -34,6 +34,17 @@ export const OrderAnswer = Type.Object({
   offer_id: Type.Union([Type.String(), Type.Null()]),
 });
 
+// Bound once: looking a label set up costs a hash of the labels on every purchase.
+const reservedOutcome = outcomes.labels('reserved');
+const replayedOutcome = outcomes.labels('replayed');
+
+/** Counts and records a refused purchase; returns the error to throw at the shopper. */
+function rejectPurchase(sc: SaleContext, shopper: ShopperContext, saleId: string, sku: string, code: SaleErrorCode, retryAfterMs?: number) {
+  outcomes.inc({ outcome: code });
+  track(sc, shopper, saleId, sku, { type: 'purchase_rejected', reason: code });
+  return saleError(code, undefined, retryAfterMs);
+}
+
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9_-]{8,128}$/;
 
 export interface ReserveRequest {
@@ -121,20 +132,14 @@ export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): v
       const key = request.headers['idempotency-key'];
       if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) throw saleError('IDEMPOTENCY_KEY_REQUIRED');
 
-      const reject = (code: SaleErrorCode, retryAfterMs?: number, signals: string[] = []) => {
-        outcomes.inc({ outcome: code });
-        track(sc, shopper, saleId, body.sku, { type: 'purchase_rejected', reason: code }, { bot_signals: signals });
-        return saleError(code, undefined, retryAfterMs);
-      };
-
       const { skus } = await sc.catalog.require(saleId);
-      if (!skus.has(body.sku)) throw reject('SKU_NOT_FOUND');
+      if (!skus.has(body.sku)) throw rejectPurchase(sc, shopper, saleId, body.sku, 'SKU_NOT_FOUND');
       const ticket = checkTicket(body.ticket, saleId, userId, sc.settings.tokenSecret);
       if (!ticket.ok) {
         // A retry of an answered purchase still gets its answer, even once the ticket has expired.
         const prior = await sc.redis.get(saleKeys(saleId).idempotency(userId, key)).catch(() => null);
         if (prior?.startsWith(`${body.sku}|${qty}\n`)) return reply.code(202).send(JSON.parse(prior.slice(prior.indexOf('\n') + 1)));
-        throw reject(ticket.code);
+        throw rejectPurchase(sc, shopper, saleId, body.sku, ticket.code);
       }
 
       let result: ReserveResult;
@@ -152,7 +157,7 @@ export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): v
       } catch (error) {
         track(sc, shopper, saleId, body.sku, { type: 'purchase_attempt', qty });
         request.log.warn({ err: error }, 'reserveUnit failed: Redis unavailable');
-        throw reject('STORE_UNAVAILABLE', 1000);
+        throw rejectPurchase(sc, shopper, saleId, body.sku, 'STORE_UNAVAILABLE', 1000);
       }
       // The attempt is recorded after the script, so it carries the bot signals the script saw.
       track(
@@ -163,8 +168,8 @@ export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): v
         { type: 'purchase_attempt', qty },
         { bot_signals: result.outcome === 'rejected' ? [] : result.botSignals },
       );
-      if (result.outcome === 'rejected') throw reject(result.code, result.retryAfterMs);
-      outcomes.inc({ outcome: result.outcome });
+      if (result.outcome === 'rejected') throw rejectPurchase(sc, shopper, saleId, body.sku, result.code, result.retryAfterMs);
+      (result.outcome === 'reserved' ? reservedOutcome : replayedOutcome).inc();
       reply.code(202).type('application/json; charset=utf-8').send(result.answer);
     },
   );

@@ -165,7 +165,9 @@ describe('purchase race', () => {
     expect(broken).toEqual([]);
     expect(samples).toBeGreaterThan(50);
     expect(round).toBeGreaterThan(1);
-    expect(refused.size).toBeGreaterThan(0);
+    // Every payment got a definite answer. Whether some late payment finds no free unit depends on the
+    // machine's timing; the refusal itself is proven deterministically in shopper-journey.
+    expect(paid.size + refused.size).toBe(payments.length);
 
     const ledger = await readStockLedger(a.context.redis, saleId);
     const [avail, res, sold] = [ledger.available['SKU-1']!, ledger.reserved['SKU-1']!, ledger.sold['SKU-1']!];

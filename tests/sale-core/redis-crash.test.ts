@@ -35,8 +35,11 @@ it('kill -9 and restart of Redis mid-sale: every accepted order survives, exactl
   const accepted = new Map<string, string>(); // user → order id
   const answersPerKey = new Map<string, Set<string>>();
   let unavailable = 0;
-  let acceptedAfterRestart = 0;
-  let restarted = false;
+  // Counted from the kill, not from when up() returns: under load the restarted Redis can serve the
+  // retrying shoppers before its health check reports back. Redis is dead in between, so an order
+  // accepted after the kill was accepted by the restarted server.
+  let acceptedAfterKill = 0;
+  let killed = false;
 
   const shopperRun = async (i: number) => {
     await sleep(Math.random() * 4000);
@@ -44,6 +47,7 @@ it('kill -9 and restart of Redis mid-sale: every accepted order survives, exactl
     const key = `key-${i}-${saleId}`;
     const ticket = ticketFor(saleId, who.userId);
     for (let attempt = 0; attempt < 100; attempt++) {
+      const sentAfterKill = killed;
       const res = await purchase(core, saleId, who, { key, ticket });
       if (res.statusCode === 503) {
         unavailable++;
@@ -55,7 +59,7 @@ it('kill -9 and restart of Redis mid-sale: every accepted order survives, exactl
         accepted.set(who.userId, orderId);
         if (!answersPerKey.has(key)) answersPerKey.set(key, new Set());
         answersPerKey.get(key)!.add(orderId);
-        if (restarted) acceptedAfterRestart++;
+        if (sentAfterKill) acceptedAfterKill++;
       } else {
         expect(res.json().error.code).toBe('SALE_SOLD_OUT');
       }
@@ -67,13 +71,13 @@ it('kill -9 and restart of Redis mid-sale: every accepted order survives, exactl
   const shoppers = Promise.all(Array.from({ length: 400 }, (_, i) => shopperRun(i)));
   await sleep(1500);
   await redisServer.service.down(true); // kill -9
+  killed = true;
   await sleep(1500);
   await redisServer.service.up();
-  restarted = true;
   await shoppers;
 
   expect(unavailable).toBeGreaterThan(0); // the outage really hit shoppers mid-sale
-  expect(acceptedAfterRestart).toBeGreaterThan(0);
+  expect(acceptedAfterKill).toBeGreaterThan(0); // 400 arrivals over 4 s: at most ~150 came before the kill
   expect(accepted.size).toBe(200); // 400 shoppers, 200 units: all sold
   for (const ids of answersPerKey.values()) expect(ids.size).toBe(1); // a retried key got the same order
 
