@@ -11,3 +11,19 @@ export function createPostgresPool(options: pg.PoolConfig = {}): pg.Pool {
 }
 
 export type { pg };
+
+/** Runs `work` in one transaction on one client: committed whole, or rolled back whole and rethrown. */
+export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}

@@ -8,6 +8,7 @@
 // event changes nothing.
 import type pg from 'pg';
 import type { OrderEvent } from '../common/events.js';
+import { inTransaction } from '../common/postgres.js';
 import { ingestMetrics } from './metrics.js';
 import type { Sink, SinkBatch } from './sink.js';
 
@@ -53,26 +54,13 @@ CREATE INDEX IF NOT EXISTS orders_sale_status ON orders (sale_id, status);
 
 /** Creates the order store's tables if missing; safe to run from every ingest process at start. */
 export async function ensureOrderStore(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
-  try {
-    // Several ingest processes may start together; CREATE ... IF NOT EXISTS alone can still race.
-    await client.query('BEGIN');
+  // Several ingest processes may start together; CREATE ... IF NOT EXISTS alone can still race.
+  await inTransaction(pool, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('flashsale.order_store.ddl'))");
     await client.query(ORDER_STORE_DDL);
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
-// The insert creates the order on its first event, whatever it is (a paid event can be the first one
-// seen if the reservation went to the DLQ, or if the shopper logged in between reserving and paying and
-// the two events were keyed to different partitions). The update moves the status forward only, and
-// fills reserved_at/expires_at when the reservation arrives after a later status. The history row is
-// written only when the order row changed, so a replay adds nothing.
 // The status moves: reserved → paid | expired, expired → paid (a late payment that re-acquired a unit).
 const ADVANCES = `((o.status = 'reserved' AND EXCLUDED.status IN ('paid', 'expired')) OR (o.status = 'expired' AND EXCLUDED.status = 'paid'))`;
 
@@ -117,18 +105,11 @@ function orderParams(event: OrderEvent): unknown[] {
 /** Applies order events in their Kafka order in one transaction; returns how many changed an order. */
 export async function applyOrderEvents(pool: pg.Pool, events: readonly OrderEvent[]): Promise<number> {
   if (events.length === 0) return 0;
-  const client = await pool.connect();
-  let applied = 0;
-  try {
-    await client.query('BEGIN');
-    for (const event of events) applied += (await client.query(APPLY_ORDER_EVENT, orderParams(event))).rowCount ?? 0;
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  const applied = await inTransaction(pool, async (client) => {
+    let changed = 0;
+    for (const event of events) changed += (await client.query(APPLY_ORDER_EVENT, orderParams(event))).rowCount ?? 0;
+    return changed;
+  });
   ingestMetrics.orderTransitions.inc({ outcome: 'applied' }, applied);
   ingestMetrics.orderTransitions.inc({ outcome: 'ignored' }, events.length - applied);
   return applied;

@@ -2,6 +2,7 @@
 // login, waiting room and tickets, purchase, payment window and expiry, offers, rate limits, and the
 // clickstream with its bot signals.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLICKSTREAM_TYPES } from '../../common/events.js';
 import { saleKeys } from '../../sale-core/keys.js';
 import { writeOffer } from '../../sale-core/offers.js';
 import { readStockLedger } from '../../sale-core/sales.js';
@@ -225,18 +226,7 @@ describe('offers and clickstream', () => {
 
     const events = (await readTopic(core.topics.clickstream, { expected: 10 })).map((e) => e.value).filter((e) => e.sale_id === saleId);
     const types = events.map((e) => e.type);
-    for (const t of [
-      'page_view',
-      'product_view',
-      'add_to_cart',
-      'login',
-      'queue_joined',
-      'admitted',
-      'purchase_attempt',
-      'purchase_rejected',
-    ]) {
-      expect(types).toContain(t);
-    }
+    for (const t of CLICKSTREAM_TYPES) expect(types).toContain(t);
     expect(events.filter((e) => e.type !== 'login' && e.anon_id === anon.anon_id).length).toBeGreaterThanOrEqual(6); // stitched by anon id
     const rejections = events.filter((e) => e.type === 'purchase_rejected' && e.user_id === bot.userId);
     expect(rejections.map((e) => e.reason)).toEqual(['SALE_SOLD_OUT', 'SALE_SOLD_OUT']);

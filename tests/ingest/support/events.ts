@@ -1,18 +1,17 @@
 // Valid events of every kind for ingest tests, produced with the contract's own encoder.
 import { randomUUID } from 'node:crypto';
 import type { Kafka, Message, Producer } from 'kafkajs';
-import { type ClickstreamEvent, encodeEvent, type FlashSaleEvent, keyOf, newEventId, type OrderEvent } from '../../../common/events.js';
+import {
+  CLICKSTREAM_TYPES,
+  type ClickstreamEvent,
+  encodeEvent,
+  type FlashSaleEvent,
+  keyOf,
+  newEventId,
+  type OrderEvent,
+} from '../../../common/events.js';
 
-const CLICK_KINDS = [
-  'page_view',
-  'product_view',
-  'add_to_cart',
-  'login',
-  'queue_joined',
-  'admitted',
-  'purchase_attempt',
-  'purchase_rejected',
-] as const;
+const CLICK_KINDS = CLICKSTREAM_TYPES;
 
 function envelope(saleId: string, shopper: number, ts: number) {
   return {
