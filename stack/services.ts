@@ -12,7 +12,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { loadStackPorts, type StackPorts } from '../common/config.js';
 import { ALL_TOPICS } from '../common/topics.js';
-import { killHard, launchDetached, portInUse, readPid, removeFile, runningPid, StackError, stopPid, waitFor } from './process.js';
+import { killHard, launchDetached, portInUse, readPid, removeFile, runningPid, StackError, sleep, stopPid, waitFor } from './process.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const KAFKA_VERSION = readFileSync(join(here, 'pom.xml'), 'utf8').match(/<kafka.version>([^<]+)</)?.[1] ?? '?';
@@ -47,8 +47,13 @@ function ensureDir(path: string): string {
 }
 
 async function refuseTakenPort(name: string, port: number, variable: string): Promise<void> {
-  if (await portInUse(port)) {
-    throw new StackError(`port ${port} for ${name} is taken by another program: stop it, or set ${variable} to a free port`);
+  // A server we just killed frees its port a moment after its process is gone: give it 2 s before
+  // calling the port someone else's.
+  for (let waited = 0; await portInUse(port); waited += 100) {
+    if (waited >= 2000) {
+      throw new StackError(`port ${port} for ${name} is taken by another program: stop it, or set ${variable} to a free port`);
+    }
+    await sleep(100);
   }
 }
 

@@ -8,15 +8,25 @@ import { join } from 'node:path';
 import { loadStackPorts } from '../../common/config.js';
 import { type Service, type ServiceName, services, stackDir } from '../../stack/services.js';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+// Below Linux's ephemeral range (32768–60999): a port from that range can be taken as the local end
+// of some outgoing connection while a crash test has its server down, and the restart then fails.
+const PRIVATE_PORTS = { from: 20_000, to: 32_000 };
+
+function listensOn(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/** A free loopback port outside the ephemeral range, for a private server or a test's own service. */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = PRIVATE_PORTS.from + Math.floor(Math.random() * (PRIVATE_PORTS.to - PRIVATE_PORTS.from));
+    if (await listensOn(port)) return port;
+  }
+  throw new Error('no free port found between 20000 and 32000');
 }
 
 export interface PrivateServer {
