@@ -35,7 +35,24 @@ local function take_token(key, rate, burst, now)
 end
 `;
 
-const EXPIRE_ORDER = `
+// An order event from the shopper context stored with the order ('ctx'): the same envelope the
+// reservation carried, so order_expired and order_paid stay joined to the shopper's session.
+const ORDER_EVENT = `
+local function order_event(ctx_json, event_id, status, now, order_id, price, qty, offer_id)
+  local ev = cjson.decode(ctx_json)
+  ev.event_id = event_id
+  ev.type = 'order_' .. status
+  ev.ts = now
+  ev.order_id = order_id
+  ev.price = tonumber(price)
+  ev.qty = qty
+  ev.status = status
+  if offer_id and offer_id ~= '' then ev.offer_id = offer_id end
+  return ev
+end
+`;
+
+const EXPIRE_ORDER = `${ORDER_EVENT}
 local function expire_order(order_key, stock, reserved, bought, expiry, outbox, order_id, event_id, now)
   local o = redis.call('HMGET', order_key, 'status', 'sku', 'qty', 'user', 'ctx', 'price', 'offer_id')
   local sku, qty, user = o[2], tonumber(o[3]), o[4]
@@ -44,15 +61,7 @@ local function expire_order(order_key, stock, reserved, bought, expiry, outbox, 
   redis.call('HINCRBY', bought, user .. '|' .. sku, -qty)
   redis.call('HSET', order_key, 'status', 'expired', 'expired_at', now)
   redis.call('ZREM', expiry, order_id)
-  local ev = cjson.decode(o[5])
-  ev.event_id = event_id
-  ev.type = 'order_expired'
-  ev.ts = now
-  ev.order_id = order_id
-  ev.price = tonumber(o[6])
-  ev.qty = qty
-  ev.status = 'expired'
-  if o[7] and o[7] ~= '' then ev.offer_id = o[7] end
+  local ev = order_event(o[5], event_id, 'expired', now, order_id, o[6], qty, o[7])
   redis.call('XADD', outbox, '*', 'k', user, 'e', cjson.encode(ev))
 end
 `;
@@ -158,15 +167,7 @@ if o[1] == 'paid' then return {'paid', 0, 1} end
 local sku, qty = o[3], tonumber(o[4])
 
 local function paid_event(reacquired)
-  local ev = cjson.decode(o[6])
-  ev.event_id = ARGV[3]
-  ev.type = 'order_paid'
-  ev.ts = now
-  ev.order_id = order_id
-  ev.price = tonumber(o[7])
-  ev.qty = qty
-  ev.status = 'paid'
-  if o[8] and o[8] ~= '' then ev.offer_id = o[8] end
+  local ev = order_event(o[6], ARGV[3], 'paid', now, order_id, o[7], qty, o[8])
   redis.call('HSET', order_key, 'status', 'paid', 'paid_at', now, 'reacquired', reacquired)
   redis.call('XADD', outbox, '*', 'k', user, 'e', cjson.encode(ev))
 end
