@@ -15,6 +15,7 @@ import { createPostgresPool } from '../common/postgres.js';
 import { TOPICS } from '../common/topics.js';
 import { DeadLetters } from './dead-letters.js';
 import { createOrderStoreSink, ensureOrderStore } from './order-store.js';
+import type { Sink } from './sink.js';
 import { type BatchLimits, type SinkConsumer, type SinkConsumerHooks, startSinkConsumer } from './sink-consumer.js';
 import { createWarehouseSink } from './warehouse-sink.js';
 
@@ -73,39 +74,35 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
   await producer.connect();
   const consumers: SinkConsumer[] = [];
   const contractTopics = { [topics.clickstream]: TOPICS.clickstream.name, [topics.orders]: TOPICS.orders.name };
+  // Each sink is its own consumer group with its own dead-letter attribution; the rest is shared.
+  const startSink = async (groupId: string, topicMap: Record<string, string>, sink: Sink, hooks?: SinkConsumerHooks) => {
+    consumers.push(
+      await startSinkConsumer({
+        kafka,
+        groupId,
+        topics: topicMap,
+        sink,
+        deadLetters: new DeadLetters(producer, topics.deadLetters, groupId),
+        limits,
+        log: log.child({ sink: sink.name }),
+        fromBeginning: options.fromBeginning,
+        sessionTimeoutMs: options.sessionTimeoutMs,
+        hooks,
+      }),
+    );
+  };
   try {
     if (sinks.has('warehouse')) {
-      const groupId = options.groupIds?.warehouse ?? settings.warehouseGroupId;
-      consumers.push(
-        await startSinkConsumer({
-          kafka,
-          groupId,
-          topics: contractTopics,
-          sink: createWarehouseSink(options.warehouse, log.child({ sink: 'warehouse' })),
-          deadLetters: new DeadLetters(producer, topics.deadLetters, groupId),
-          limits,
-          log: log.child({ sink: 'warehouse' }),
-          fromBeginning: options.fromBeginning,
-          sessionTimeoutMs: options.sessionTimeoutMs,
-          hooks: options.hooks?.warehouse,
-        }),
-      );
+      const sink = createWarehouseSink(options.warehouse, log.child({ sink: 'warehouse' }));
+      await startSink(options.groupIds?.warehouse ?? settings.warehouseGroupId, contractTopics, sink, options.hooks?.warehouse);
     }
     if (sinks.has('order-store') && pool) {
-      const groupId = options.groupIds?.orderStore ?? settings.orderStoreGroupId;
-      consumers.push(
-        await startSinkConsumer({
-          kafka,
-          groupId,
-          topics: { [topics.orders]: TOPICS.orders.name },
-          sink: createOrderStoreSink(pool),
-          deadLetters: new DeadLetters(producer, topics.deadLetters, groupId),
-          limits,
-          log: log.child({ sink: 'order-store' }),
-          fromBeginning: options.fromBeginning,
-          sessionTimeoutMs: options.sessionTimeoutMs,
-          hooks: options.hooks?.orderStore,
-        }),
+      const orderTopics = { [topics.orders]: TOPICS.orders.name };
+      await startSink(
+        options.groupIds?.orderStore ?? settings.orderStoreGroupId,
+        orderTopics,
+        createOrderStoreSink(pool),
+        options.hooks?.orderStore,
       );
     }
   } catch (error) {

@@ -4,7 +4,15 @@
 import { mkdirSync } from 'node:fs';
 import { tableFromIPC } from 'apache-arrow';
 import { Session } from 'chdb';
-import { assertIdentifier, type InsertOptions, parseJsonEachRow, type QueryParams, type Warehouse, WarehouseError } from './warehouse.js';
+import {
+  assertIdentifier,
+  type InsertOptions,
+  insertSettings,
+  parseJsonEachRow,
+  type QueryParams,
+  type Warehouse,
+  WarehouseError,
+} from './warehouse.js';
 
 export async function openChdbWarehouse(dir: string, database: string): Promise<Warehouse> {
   assertIdentifier(database);
@@ -38,11 +46,7 @@ export async function openChdbWarehouse(dir: string, database: string): Promise<
     },
     async insert(table: string, rows: readonly Record<string, unknown>[], options: InsertOptions = {}) {
       if (rows.length === 0) return;
-      const settings: Record<string, string | number> = { ...options.settings };
-      if (options.dedupToken) {
-        settings.insert_deduplicate = 1;
-        settings.insert_deduplication_token = options.dedupToken;
-      }
+      const settings = insertSettings(options);
       const payload = Buffer.from(`${rows.map((row) => JSON.stringify(row)).join('\n')}\n`);
       try {
         await session.insert({ table: assertIdentifier(table), values: payload, format: 'JSONEachRow', settings });
@@ -52,11 +56,7 @@ export async function openChdbWarehouse(dir: string, database: string): Promise<
     },
     async insertJsonEachRow(table: string, payload: Buffer, columns: readonly string[], options: InsertOptions = {}) {
       if (payload.length === 0) return;
-      const settings: Record<string, string | number> = { ...options.settings };
-      if (options.dedupToken) {
-        settings.insert_deduplicate = 1;
-        settings.insert_deduplication_token = options.dedupToken;
-      }
+      const settings = insertSettings(options);
       try {
         // The Buffer goes to chdb zero-copy; it must stay untouched until the insert settles.
         await session.insert({

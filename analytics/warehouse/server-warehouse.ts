@@ -4,7 +4,15 @@
 import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { tableFromIPC } from 'apache-arrow';
-import { assertIdentifier, type InsertOptions, parseJsonEachRow, type QueryParams, type Warehouse, WarehouseError } from './warehouse.js';
+import {
+  assertIdentifier,
+  type InsertOptions,
+  insertSettings,
+  parseJsonEachRow,
+  type QueryParams,
+  type Warehouse,
+  WarehouseError,
+} from './warehouse.js';
 
 const hasParams = (params?: QueryParams) => params !== undefined && Object.keys(params).length > 0;
 
@@ -56,11 +64,7 @@ export async function openServerWarehouse(url: string, database: string): Promis
     insert(table: string, rows: readonly Record<string, unknown>[], options: InsertOptions = {}) {
       return wrap(`insert into ${table}`, async () => {
         if (rows.length === 0) return;
-        const settings: Record<string, string | number> = { ...options.settings };
-        if (options.dedupToken) {
-          settings.insert_deduplicate = 1;
-          settings.insert_deduplication_token = options.dedupToken;
-        }
+        const settings = insertSettings(options);
         await client.insert({
           table: assertIdentifier(table),
           values: rows as Record<string, unknown>[],
@@ -72,11 +76,7 @@ export async function openServerWarehouse(url: string, database: string): Promis
     insertJsonEachRow(table: string, payload: Buffer, columns: readonly string[], options: InsertOptions = {}) {
       return wrap(`insert into ${table}`, async () => {
         if (payload.length === 0) return;
-        const settings: Record<string, string | number> = { ...options.settings };
-        if (options.dedupToken) {
-          settings.insert_deduplicate = 1;
-          settings.insert_deduplication_token = options.dedupToken;
-        }
+        const settings = insertSettings(options);
         const result = await client.exec({
           query: `INSERT INTO ${assertIdentifier(table)} (${columns.map(assertIdentifier).join(', ')}) FORMAT JSONEachRow`,
           values: Readable.from([payload]),

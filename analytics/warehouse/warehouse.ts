@@ -43,6 +43,16 @@ export class WarehouseError extends Error {
   }
 }
 
+/** ClickHouse settings for an insert: the caller's, plus the deduplication token when there is one. */
+export function insertSettings(options: InsertOptions): Record<string, string | number> {
+  const settings: Record<string, string | number> = { ...options.settings };
+  if (options.dedupToken) {
+    settings.insert_deduplicate = 1;
+    settings.insert_deduplication_token = options.dedupToken;
+  }
+  return settings;
+}
+
 /** Table and database names are the one thing not bindable; accept only plain identifiers. */
 export function assertIdentifier(name: string): string {
   if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(name)) {
