@@ -112,3 +112,15 @@ if (!start) throw new Error(`unknown server kind ${kind}: one of ${Object.keys(s
 const url = await start();
 process.stdout.write(`READY ${url}\n`);
 if (kind !== 'sale-core' && kind !== 'sale-background') process.on('SIGTERM', () => process.exit(0));
+if (process.env.BENCH_ELD) {
+  const { monitorEventLoopDelay } = await import('node:perf_hooks');
+  const h = monitorEventLoopDelay({ resolution: 5 });
+  h.enable();
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  let gcMax = 0, gcTotal = 0, gcN = 0, gcKinds: Record<string, number> = {};
+  new PerformanceObserver((list) => { for (const e of list.getEntries()) { gcMax = Math.max(gcMax, e.duration); gcTotal += e.duration; gcN++; const k = String((e as any).detail?.kind); gcKinds[k] = Math.max(gcKinds[k] ?? 0, Math.round(e.duration)); } }).observe({ entryTypes: ['gc'] });
+  setInterval(() => {
+    process.stderr.write(`ELD p50 ${(h.percentile(50) / 1e6).toFixed(1)} p99 ${(h.percentile(99) / 1e6).toFixed(1)} max ${(h.max / 1e6).toFixed(1)} ms; GC n ${gcN} total ${gcTotal.toFixed(0)} max ${gcMax.toFixed(1)} ${JSON.stringify(gcKinds)} heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
+    h.reset(); gcMax = 0; gcTotal = 0; gcN = 0; gcKinds = {};
+  }, 2000).unref();
+}

@@ -7,7 +7,7 @@ import { saleError } from './errors.js';
 import type { OutboxRelay } from './outbox-relay.js';
 import type { CatalogSnapshots } from './sales.js';
 import type { SaleRedis } from './scripts.js';
-import { hashIp, readSession, type ShopperSession } from './tokens.js';
+import { type AdmissionTicket, hashIp, readSession, type ShopperSession, tokenSignature } from './tokens.js';
 
 export interface SaleSettings {
   tokenSecret: string;
@@ -77,19 +77,47 @@ function verifiedSession(token: string, secret: string): ShopperSession | null {
   return session;
 }
 
-export function shopperContext(request: FastifyRequest, settings: SaleSettings, required = true): ShopperContext | null {
+/** The bearer token of the request, unverified ('' when absent or not a bearer). */
+function bearerToken(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
-  if (!header) {
-    if (required) throw saleError('SESSION_REQUIRED');
-    return null;
-  }
-  const token = header.startsWith('Bearer ') ? header.slice(7) : '';
-  const session = verifiedSession(token, settings.tokenSecret);
-  if (!session) throw saleError('SESSION_INVALID');
+  if (!header) return undefined;
+  return header.startsWith('Bearer ') ? header.slice(7) : '';
+}
+
+function fromRequest(request: FastifyRequest, session: ShopperSession, settings: SaleSettings): ShopperContext {
   const channelHeader = request.headers['x-channel'];
   const channel = channelHeader === 'app' || channelHeader === 'api' ? channelHeader : 'web';
   const device = String(request.headers['user-agent'] ?? 'unknown').slice(0, 64);
   return { session, ipHash: ipHashOf(request.ip, settings.tokenSecret), channel, device };
+}
+
+export function shopperContext(request: FastifyRequest, settings: SaleSettings, required = true): ShopperContext | null {
+  const token = bearerToken(request);
+  if (token === undefined) {
+    if (required) throw saleError('SESSION_REQUIRED');
+    return null;
+  }
+  const session = verifiedSession(token, settings.tokenSecret);
+  if (!session) throw saleError('SESSION_INVALID');
+  return fromRequest(request, session, settings);
+}
+
+/**
+ * The shopper of a purchase whose verified admission ticket names the very session token the request
+ * carries (see AdmissionTicket.session); null when it does not, and the caller verifies the session.
+ * The token's own fields are not read: identity comes from the ticket, so a copied signature gains nothing.
+ */
+export function shopperOfTicket(request: FastifyRequest, ticket: AdmissionTicket, settings: SaleSettings): ShopperContext | null {
+  const token = bearerToken(request);
+  if (!token || !ticket.session || tokenSignature(token) !== ticket.session.signature) return null;
+  const { sessionId, anonId } = ticket.session;
+  return fromRequest(request, { sessionId, anonId, userId: ticket.userId, expiresAt: ticket.expiresAt }, settings);
+}
+
+/** What an admission ticket records of the session it was issued to (see shopperOfTicket). */
+export function ticketSession(request: FastifyRequest, ctx: ShopperContext): AdmissionTicket['session'] {
+  const token = bearerToken(request);
+  return token ? { sessionId: ctx.session.sessionId, anonId: ctx.session.anonId, signature: tokenSignature(token) } : undefined;
 }
 
 export function requireShopper(ctx: ShopperContext): string {

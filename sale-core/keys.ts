@@ -45,8 +45,8 @@ function keyNames(saleId: string) {
     order: (orderId: string) => `${p}order:${orderId}`,
     idempotency: (userId: string, key: string) => `${p}idem:${userId}:${key}`,
     ticketUsed: (ticketId: string) => `${p}ticket:${ticketId}`,
-    rateByIp: (ipHash: string) => `${p}rl:ip:${ipHash}`,
-    rateByShopper: (userId: string) => `${p}rl:u:${userId}`,
+    rateByIp: (ipHash: string) => `${p}bucket:ip:${ipHash}`, // token buckets (scripts.ts TAKE_TOKEN)
+    rateByShopper: (userId: string) => `${p}bucket:u:${userId}`,
     offer: (userId: string) => `${p}offer:${userId}`,
   };
 }

@@ -5,7 +5,7 @@
 // Offers: 'priority' skips the queue once the sale starts; 'early_access' admits before the start.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type from 'typebox';
-import { requireShopper, type SaleContext, shopperContext } from './context.js';
+import { requireShopper, type SaleContext, shopperContext, ticketSession } from './context.js';
 import { isSaleErrorCode, saleError } from './errors.js';
 import { SALE_ID_PATTERN, saleKeys } from './keys.js';
 import { issueTicket } from './tokens.js';
@@ -62,7 +62,7 @@ export function registerWaitingRoomRoutes(app: FastifyInstance, sc: SaleContext)
       return {
         status: 'admitted' as const,
         position,
-        ticket: issueTicket({ saleId, userId, position, expiresAt }, s.tokenSecret),
+        ticket: issueTicket({ saleId, userId, position, expiresAt, session: ticketSession(request, ctx) }, s.tokenSecret),
         ticket_expires_at: expiresAt,
       };
     }

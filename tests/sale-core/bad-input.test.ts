@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { saleKeys } from '../../sale-core/keys.js';
 import { readStockLedger } from '../../sale-core/sales.js';
 import { issueTicket } from '../../sale-core/tokens.js';
-import { ADMIN, createSale, OPEN_LIMITS, purchase, SECRET, shopper, startTestSaleCore, type TestSaleCore, ticketFor } from './support.js';
+import { ADMIN, boundTicketFor, createSale, OPEN_LIMITS, purchase, SECRET, shopper, startTestSaleCore, type TestSaleCore, ticketFor } from './support.js';
 
 let core: TestSaleCore;
 let saleId: string;
@@ -125,6 +125,24 @@ describe('bad input is refused and changes nothing', () => {
     await rejects(() => raw(JSON.stringify({ sku: 'SKU-1', ticket }), { authorization: 'Bearer forged.token' }), 401, 'SESSION_INVALID');
     const anon = (await core.app.inject({ method: 'POST', url: '/session' })).json();
     await rejects(() => raw(JSON.stringify({ sku: 'SKU-1', ticket }), { authorization: `Bearer ${anon.token}` }), 401, 'LOGIN_REQUIRED');
+  });
+
+  it('a ticket naming its session vouches for that exact session token only', async () => {
+    const bound = boundTicketFor(saleId, buyer);
+    const body = JSON.stringify({ sku: 'SKU-1', ticket: bound });
+    await rejects(() => raw(body, { authorization: '' }), 401, 'SESSION_REQUIRED');
+    await rejects(() => raw(body, { authorization: 'Bearer forged.token' }), 401, 'SESSION_INVALID');
+    // A valid session of someone else does not get the buyer's ticket to work…
+    const thief = shopper('bad-input-thief');
+    await rejects(() => raw(body, { authorization: `Bearer ${thief.token}` }), 403, 'TICKET_INVALID');
+    // …and a forged token carrying the right signature gains nothing: the identity is the ticket's.
+    const forgedBody = Buffer.from(JSON.stringify({ k: 's', sid: 'x', anon: 'x', uid: thief.userId, exp: Date.now() + 60_000 })).toString('base64url');
+    const forged = `${forgedBody}.${buyer.token.split('.')[1]}`;
+    const res = await raw(body, { authorization: `Bearer ${forged}` });
+    expect(res.statusCode).toBe(202);
+    const order = await core.context.redis.hmget(saleKeys(saleId).order(res.json().order_id), 'user', 'ctx');
+    expect(order[0]).toBe(buyer.userId);
+    expect(JSON.parse(order[1]!)).toMatchObject({ user_id: buyer.userId, session_id: buyer.sessionId, anon_id: `anon-${buyer.userId}` });
   });
 
   it('admin routes need the admin token; sale definitions are validated; sales are immutable', async () => {

@@ -6,7 +6,7 @@ import type { Kafka } from 'kafkajs';
 import { createKafka } from '../../common/kafka.js';
 import type { SaleSettings } from '../../sale-core/context.js';
 import { type SaleCore, type SaleCoreOptions, startSaleCore } from '../../sale-core/index.js';
-import { issueSession, issueTicket } from '../../sale-core/tokens.js';
+import { issueSession, issueTicket, tokenSignature } from '../../sale-core/tokens.js';
 import { createTestTopic, deleteTopics } from '../support/kafka.js';
 
 export const ADMIN = 'test-admin-token';
@@ -122,6 +122,12 @@ export function shopper(userId: string): Shopper {
 
 export function ticketFor(saleId: string, userId: string, ttlMs = 600_000): string {
   return issueTicket({ saleId, userId, position: 1, expiresAt: Date.now() + ttlMs }, SECRET);
+}
+
+/** A ticket as the waiting room issues it: naming the session it admitted (see AdmissionTicket.session). */
+export function boundTicketFor(saleId: string, who: Shopper, ttlMs = 600_000): string {
+  const session = { sessionId: who.sessionId, anonId: `anon-${who.userId}`, signature: tokenSignature(who.token) };
+  return issueTicket({ saleId, userId: who.userId, position: 1, expiresAt: Date.now() + ttlMs, session }, SECRET);
 }
 
 export function purchase(
