@@ -82,7 +82,9 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const appError = toAppError(error);
-    if (appError.statusCode >= 500) request.log.error({ err: error }, 'request failed');
+    // A 5xx we chose (STORE_UNAVAILABLE while Redis is away) was logged where it was chosen; only a
+    // surprise is logged here, or an outage would log once per shopper request.
+    if (appError.statusCode >= 500 && !(error instanceof AppError)) request.log.error({ err: error }, "request failed");
     reply
       .headers(appError.headers)
       .code(appError.statusCode)

@@ -11,7 +11,7 @@ export const ACTIVE_SALES = 'sales:active';
 export const SALE_ID_PATTERN = '^[a-z0-9][a-z0-9-]{0,39}$';
 export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 
-// A purchase needs fifteen of a sale's key names: they are built once per sale, not once per request.
+// A purchase needs thirteen of a sale's key names: they are built once per sale, not once per request.
 const keysBySale = new Map<string, SaleKeys>();
 
 export function saleKeys(saleId: string): SaleKeys {
@@ -27,14 +27,12 @@ export function saleKeys(saleId: string): SaleKeys {
 function keyNames(saleId: string) {
   const p = `sale:{${saleId}}:`;
   return {
-    meta: `${p}meta`,
+    meta: `${p}meta`, // the sale's state and times, and price:<sku> / limit:<sku> (per-shopper limit)
     catalog: `${p}catalog`,
     stock: `${p}stock`, // available units per SKU
     reserved: `${p}reserved`, // reserved, not yet paid
     sold: `${p}sold`, // paid
     initial: `${p}initial`,
-    limits: `${p}limits`, // per-shopper limit per SKU
-    prices: `${p}prices`,
     bought: `${p}bought`, // "<user>|<sku>" → units the shopper holds (reserved or paid)
     expiry: `${p}expiry`, // order id → expires_at (ms)
     outbox: `${p}outbox`, // order events waiting for Kafka

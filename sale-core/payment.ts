@@ -34,7 +34,6 @@ export async function payOrder(redis: SaleRedis, orderId: string, userId: string
     k.reserved,
     k.sold,
     k.bought,
-    k.limits,
     k.expiry,
     k.outbox,
     k.meta,

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
 import { counter } from '../common/metrics.js';
-import { envelope, requireShopper, type SaleContext, type ShopperContext, shopperContext, shopperOfTicket } from './context.js';
+import { envelope, requireShopper, type SaleContext, type SaleSettings, type ShopperContext, shopperContext, shopperOfTicket } from './context.js';
 import { isSaleErrorCode, type SaleErrorCode, saleError } from './errors.js';
 import { newOrderEventId as newEventId } from './ids.js';
 import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';
@@ -62,21 +62,30 @@ export type ReserveResult =
   | { outcome: 'reserved' | 'replayed'; answer: string; botSignals: string[] }
   | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number };
 
+// The settings the purchase script needs, as its one `limits` argument (see scripts.ts), built once per
+// settings object.
+const limitsArgument = new WeakMap<SaleSettings, string>();
+function scriptLimits(s: SaleSettings): string {
+  let arg = limitsArgument.get(s);
+  if (arg === undefined) {
+    arg = [s.ipRatePerSecond, s.ipBurst, s.shopperRatePerSecond, s.shopperBurst, s.idempotencyTtlMs].map((n) => Math.trunc(n)).join(' ');
+    limitsArgument.set(s, arg);
+  }
+  return arg;
+}
+
 /** The atomic reservation; the HTTP route and the race tests both call this. */
 export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<ReserveResult> {
   const k = saleKeys(r.saleId);
   const s = sc.settings;
-  const now = Date.now();
-  // The order id reuses the event id's UUIDv7: unique, time-ordered, one random draw fewer per purchase.
-  const eventId = newEventId(now);
-  const orderId = orderIdFor(r.saleId, eventId);
+  // The order id is "<sale>.<the order_reserved event's UUIDv7>": unique, time-ordered, and the script
+  // reads the event id back out of it.
+  const orderId = orderIdFor(r.saleId, newEventId());
   const reply = await sc.redis.reserveUnit(
     k.meta,
     k.stock,
     k.reserved,
     k.bought,
-    k.limits,
-    k.prices,
     k.idempotency(r.userId, r.idempotencyKey),
     k.ticketUsed(r.ticketId),
     k.order(orderId),
@@ -90,16 +99,9 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
     r.sku,
     r.qty,
     orderId,
-    eventId,
-    r.ticketId,
     r.ticketExpiresAt,
     JSON.stringify(envelope(r.shopper, r.saleId, r.sku)).slice(0, -1), // the script appends the order's fields
-    s.ipRatePerSecond,
-    s.ipBurst,
-    s.shopperRatePerSecond,
-    s.shopperBurst,
-    `${r.sku}|${r.qty}`,
-    s.idempotencyTtlMs,
+    scriptLimits(s),
     r.shopper.session.sessionId,
   );
   const [outcome, a, b] = reply;

@@ -171,8 +171,6 @@ export async function createSale(
     k.reserved,
     k.sold,
     k.initial,
-    k.limits,
-    k.prices,
     JSON.stringify(meta),
     JSON.stringify(catalog),
     JSON.stringify(def.skus),
