@@ -7,6 +7,7 @@
 //   sale-background  the relay and the sweeper alone (startSaleBackground), in a process of their own
 // Usage: tsx bench/sale-servers.ts <kind> <port> [ordersTopic clickstreamTopic]
 // Prints `READY <url>` once listening.
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import Fastify from 'fastify';
 import { createServiceApp } from '../common/http.js';
 import { createPostgresPool } from '../common/postgres.js';
@@ -112,15 +113,27 @@ if (!start) throw new Error(`unknown server kind ${kind}: one of ${Object.keys(s
 const url = await start();
 process.stdout.write(`READY ${url}\n`);
 if (kind !== 'sale-core' && kind !== 'sale-background') process.on('SIGTERM', () => process.exit(0));
-if (process.env.BENCH_ELD) {
-  const { monitorEventLoopDelay } = await import('node:perf_hooks');
-  const h = monitorEventLoopDelay({ resolution: 5 });
-  h.enable();
-  const { PerformanceObserver } = await import('node:perf_hooks');
-  let gcMax = 0, gcTotal = 0, gcN = 0, gcKinds: Record<string, number> = {};
-  new PerformanceObserver((list) => { for (const e of list.getEntries()) { gcMax = Math.max(gcMax, e.duration); gcTotal += e.duration; gcN++; const k = String((e as any).detail?.kind); gcKinds[k] = Math.max(gcKinds[k] ?? 0, Math.round(e.duration)); } }).observe({ entryTypes: ['gc'] });
+// BENCH_SERVER_STATS=1: every 2 s, each server prints to stderr its event-loop delay (p50/p99/max), its
+// GC pauses (count, total, longest) and its heap: what to look at when a p99 moves between runs.
+if (process.env.BENCH_SERVER_STATS === '1') reportServerStats(kind ?? 'server');
+
+function reportServerStats(name: string): void {
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  let gc = { count: 0, totalMs: 0, longestMs: 0 };
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gc = { count: gc.count + 1, totalMs: gc.totalMs + entry.duration, longestMs: Math.max(gc.longestMs, entry.duration) };
+    }
+  }).observe({ entryTypes: ['gc'] });
+  const ms = (ns: number) => (ns / 1e6).toFixed(1);
   setInterval(() => {
-    process.stderr.write(`ELD p50 ${(h.percentile(50) / 1e6).toFixed(1)} p99 ${(h.percentile(99) / 1e6).toFixed(1)} max ${(h.max / 1e6).toFixed(1)} ms; GC n ${gcN} total ${gcTotal.toFixed(0)} max ${gcMax.toFixed(1)} ${JSON.stringify(gcKinds)} heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
-    h.reset(); gcMax = 0; gcTotal = 0; gcN = 0; gcKinds = {};
+    process.stderr.write(
+      `[${name}] event-loop delay p50 ${ms(delay.percentile(50))} p99 ${ms(delay.percentile(99))} max ${ms(delay.max)} ms; ` +
+        `GC ${gc.count} pauses, ${gc.totalMs.toFixed(0)} ms, longest ${gc.longestMs.toFixed(1)} ms; ` +
+        `heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`,
+    );
+    delay.reset();
+    gc = { count: 0, totalMs: 0, longestMs: 0 };
   }, 2000).unref();
 }

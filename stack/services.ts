@@ -99,7 +99,10 @@ function redisService(ports: StackPorts, root: string): Service {
       ensureDir(dir);
       await refuseTakenPort('redis', port, 'STACK_REDIS_PORT');
       const binary = whichOrFail('redis-server', 'redis-server');
-      // appendfsync always: a reservation acknowledged to a shopper must survive kill -9 of Redis.
+      // appendfsync always: a reservation acknowledged to a shopper is on disk before the shopper hears of
+      // it, so it survives kill -9 of Redis and a crash of the machine. With everysec, Redis answers while
+      // a write waits behind a slow background fsync (up to 2 s), and kill -9 then loses those answers.
+      // It costs the tail: bench/README.md ("fsync") measures it.
       launchDetached({
         command: binary,
         args: [
