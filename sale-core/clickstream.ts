@@ -35,9 +35,20 @@ export class ClickstreamEmitter {
   sentCount = 0;
 
   constructor(private readonly options: ClickstreamOptions) {
-    // Clickstream is best-effort by design: leader ack, few retries, so a Kafka outage shows up as
-    // counted drops instead of a growing backlog.
-    this.producer = options.kafka.producer({ allowAutoTopicCreation: false, retry: { retries: 2, initialRetryTime: 100 } });
+    this.producer = this.newProducer();
+  }
+
+  // Best-effort by design: few retries, so a Kafka outage shows up as counted drops instead of a growing
+  // backlog. Idempotent all the same: a retried batch the broker had already written is dropped by the
+  // broker instead of landing twice, which would count shoppers twice in the funnel rollups (they add up
+  // inserts, they do not dedup by event id).
+  private newProducer(): Producer {
+    return this.options.kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      retry: { retries: 2, initialRetryTime: 100 },
+    });
   }
 
   /** Queues an event; returns at once. Invalid events are dropped and counted, never thrown at a shopper. */
@@ -87,11 +98,16 @@ export class ClickstreamEmitter {
     try {
       this.connected ??= this.producer.connect();
       await this.connected;
-      await this.producer.sendBatch({ acks: 1, topicMessages: [{ topic: this.options.topic, messages: batch }] });
+      await this.producer.sendBatch({ acks: -1, topicMessages: [{ topic: this.options.topic, messages: batch }] });
       this.sentCount += batch.length;
       emitted.inc(batch.length);
     } catch (error) {
+      // A fresh producer (new producer id) after a failure: the old one's sequence numbers may no longer
+      // match what the broker saw, and the dropped batch is not retried.
+      const broken = this.producer;
+      this.producer = this.newProducer();
       this.connected = null;
+      void broken.disconnect().catch(() => {});
       this.options.log.warn({ err: error, lost: batch.length }, 'clickstream batch not delivered; dropped');
       this.drop('kafka_error', batch.length);
       await new Promise((r) => setTimeout(r, 200));

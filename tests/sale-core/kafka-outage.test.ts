@@ -53,8 +53,12 @@ it('Kafka stopped mid-sale: purchases keep succeeding, and every accepted order 
   expect(core.context.clickstream.droppedCount).toBeGreaterThan(droppedBefore);
 
   await kafkaServer.service.up();
+  const sentBefore = core.context.clickstream.sentCount;
   await buy(250, 50);
   expect(await core.context.relay.drained(60_000)).toBe(true);
+  // …and the clickstream delivers again once Kafka is back (with a fresh idempotent producer).
+  for (let i = 0; i < 300 && core.context.clickstream.sentCount < sentBefore + 50; i++) await sleep(100);
+  expect(core.context.clickstream.sentCount).toBeGreaterThanOrEqual(sentBefore + 50);
 
   const events = (await readTopic(core.topics.orders, { expected: 300, kafka: kafka(), timeoutMs: 60_000 })).filter(
     (e) => e.value.sale_id === saleId,
