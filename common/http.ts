@@ -84,7 +84,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
     const appError = toAppError(error);
     // A 5xx we chose (STORE_UNAVAILABLE while Redis is away) was logged where it was chosen; only a
     // surprise is logged here, or an outage would log once per shopper request.
-    if (appError.statusCode >= 500 && !(error instanceof AppError)) request.log.error({ err: error }, "request failed");
+    if (appError.statusCode >= 500 && !(error instanceof AppError)) request.log.error({ err: error }, 'request failed');
     reply
       .headers(appError.headers)
       .code(appError.statusCode)

@@ -6,7 +6,15 @@
 import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
 import { counter } from '../common/metrics.js';
-import { envelope, requireShopper, type SaleContext, type SaleSettings, type ShopperContext, shopperContext, shopperOfTicket } from './context.js';
+import {
+  envelope,
+  requireShopper,
+  type SaleContext,
+  type SaleSettings,
+  type ShopperContext,
+  shopperContext,
+  shopperOfTicket,
+} from './context.js';
 import { isSaleErrorCode, type SaleErrorCode, saleError } from './errors.js';
 import { newOrderEventId as newEventId } from './ids.js';
 import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';

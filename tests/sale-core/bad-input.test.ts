@@ -5,7 +5,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { saleKeys } from '../../sale-core/keys.js';
 import { readStockLedger } from '../../sale-core/sales.js';
 import { issueTicket } from '../../sale-core/tokens.js';
-import { ADMIN, boundTicketFor, createSale, OPEN_LIMITS, purchase, SECRET, shopper, startTestSaleCore, type TestSaleCore, ticketFor } from './support.js';
+import {
+  ADMIN,
+  boundTicketFor,
+  createSale,
+  OPEN_LIMITS,
+  purchase,
+  SECRET,
+  shopper,
+  startTestSaleCore,
+  type TestSaleCore,
+  ticketFor,
+} from './support.js';
 
 let core: TestSaleCore;
 let saleId: string;
@@ -136,7 +147,9 @@ describe('bad input is refused and changes nothing', () => {
     const thief = shopper('bad-input-thief');
     await rejects(() => raw(body, { authorization: `Bearer ${thief.token}` }), 403, 'TICKET_INVALID');
     // …and a forged token carrying the right signature gains nothing: the identity is the ticket's.
-    const forgedBody = Buffer.from(JSON.stringify({ k: 's', sid: 'x', anon: 'x', uid: thief.userId, exp: Date.now() + 60_000 })).toString('base64url');
+    const forgedBody = Buffer.from(JSON.stringify({ k: 's', sid: 'x', anon: 'x', uid: thief.userId, exp: Date.now() + 60_000 })).toString(
+      'base64url',
+    );
     const forged = `${forgedBody}.${buyer.token.split('.')[1]}`;
     const res = await raw(body, { authorization: `Bearer ${forged}` });
     expect(res.statusCode).toBe(202);
