@@ -6,7 +6,7 @@
 // all in one run. Every server and every load generator is its own process; loopback only; bounded.
 // Prints req/s, p50/p99 (ms), the ratios to the targets, and the RSS of the sale-core process.
 //
-//   npm run bench:sale                      (BENCH_DURATION_MS, BENCH_CONNECTIONS to change the shape)
+//   npm run bench:sale                      (BENCH_DURATION_MS, BENCH_CONNECTIONS, BENCH_PROCESSES to change the shape)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -46,7 +46,7 @@ async function startServer(
   kind: string,
   args: string[] = [],
   env: Record<string, string> = {},
-): Promise<{ url: string; child: ChildProcess }> {
+): Promise<{ url: string; child: ChildProcess; pids: number[] }> {
   const child = tsx(
     'sale-servers.ts',
     [kind, '0', ...args],
@@ -60,16 +60,17 @@ async function startServer(
     },
     SERVER_NODE_ARGS,
   );
-  const url = await new Promise<string>((resolve, reject) => {
+  const [url, pids] = await new Promise<[string, number[]]>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk) => {
       out += chunk;
-      const match = /READY (\S+)/.exec(out);
-      if (match) resolve(match[1]!);
+      const match = /READY (\S+) (\S+)/.exec(out);
+      if (match) resolve([match[1]!, match[2]!.split(',').map(Number)]);
     });
     child.once('exit', (code) => reject(new Error(`${kind} server exited (${code}) before it was ready`)));
   });
-  return { url, child };
+  // The CPU and memory of the serving processes: the one process, or the workers and their primary.
+  return { url, child, pids: [...new Set([child.pid!, ...pids])] };
 }
 
 async function stopServer(child: ChildProcess): Promise<void> {
@@ -145,7 +146,10 @@ const row = (name: string, r: Measured) =>
 
 async function main() {
   const load0 = loadavg();
-  console.log(`purchase benchmark: ${DURATION} ms per phase after ${WARMUP} ms warm-up, ${CONNECTIONS} connections, loopback`);
+  console.log(
+    `purchase benchmark: ${DURATION} ms per phase after ${WARMUP} ms warm-up, ${CONNECTIONS} connections, loopback, ` +
+      `${process.env.BENCH_PROCESSES ?? 1} process(es) per server (BENCH_PROCESSES; the baseline always 1)`,
+  );
   console.log(`load average before: ${load0.map((l) => l.toFixed(2)).join(' ')}`);
 
   // Kafka topics of the bench's own: the shared orders.v1 stays clean.
@@ -160,21 +164,21 @@ async function main() {
   try {
     if (runs('ceiling')) {
       const ceiling = await startServer('ceiling');
-      results.ceiling = await measured(ceiling.child.pid!, () => load(ceiling.url, 'bench'));
+      results.ceiling = await measured(ceiling.pids, () => load(ceiling.url, 'bench'));
       await stopServer(ceiling.child);
       console.log(row('(a) ceiling: bare fastify', results.ceiling));
     }
 
     if (runs('service-ceiling')) {
       const service = await startServer('service-ceiling');
-      results.service = await measured(service.child.pid!, () => load(service.url, 'bench'));
+      results.service = await measured(service.pids, () => load(service.url, 'bench'));
       await stopServer(service.child);
       console.log(row("(a') same on common/http service app", results.service));
     }
 
     if (runs('pg-baseline')) {
       const pg = await startServer('pg-baseline');
-      results.pg = await measured(pg.child.pid!, () => load(pg.url, 'bench'));
+      results.pg = await measured(pg.pids, () => load(pg.url, 'bench'));
       await stopServer(pg.child);
       console.log(row('(b) baseline: PostgreSQL row lock', results.pg));
     }
@@ -182,7 +186,7 @@ async function main() {
 
     const sale = await startServer('sale-core', [topics.orders, topics.clickstream], { SALE_BACKGROUND });
     const background = SALE_BACKGROUND === 'separate' ? await startServer('sale-background', [topics.orders, topics.clickstream]) : null;
-    const salePids = [sale.child.pid!, ...(background ? [background.child.pid!] : [])];
+    const salePids = [...sale.pids, ...(background ? background.pids : [])];
     console.log(
       `sale-core: outbox relay and expiry sweeper ${SALE_BACKGROUND === 'separate' ? 'in a process of their own (CPU added below)' : 'inside the sale-core process'}`,
     );
@@ -226,7 +230,7 @@ async function main() {
       const fixed = await measured(salePids, () => load(sale.url, saleId, FIXED_RATE));
       console.log(row(`(c) sale-core purchase at ${FIXED_RATE}/s`, fixed));
     }
-    const memory = rssMiB(sale.child.pid!);
+    const memory = sale.pids.map(rssMiB).reduce((a, b) => ({ rss: a.rss + b.rss, peak: a.peak + b.peak }));
     const backgroundMemory = background ? rssMiB(background.child.pid!) : null;
     await stopServer(sale.child);
     if (background) await stopServer(background.child);
@@ -242,7 +246,10 @@ async function main() {
     await redis.srem('bench:sales:active', saleId);
     redis.disconnect();
 
-    console.log(`sale-core RSS         ${memory.rss} MiB at the end, ${memory.peak} MiB peak`);
+    console.log(
+      `sale-core RSS         ${memory.rss} MiB at the end, ${memory.peak} MiB peak` +
+        (sale.pids.length > 1 ? ` (${sale.pids.length} processes: the workers and their primary)` : ''),
+    );
     if (backgroundMemory) console.log(`relay process RSS     ${backgroundMemory.rss} MiB at the end, ${backgroundMemory.peak} MiB peak`);
     console.log(
       `load average after:   ${loadavg()

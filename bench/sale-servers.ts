@@ -7,6 +7,7 @@
 //   sale-background  the relay and the sweeper alone (startSaleBackground), in a process of their own
 // Usage: tsx bench/sale-servers.ts <kind> <port> [ordersTopic clickstreamTopic]
 // Prints `READY <url>` once listening.
+import cluster from 'node:cluster';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import Fastify from 'fastify';
 import { createServiceApp } from '../common/http.js';
@@ -110,9 +111,33 @@ const starters: Record<string, () => Promise<string>> = {
 };
 const start = kind ? starters[kind] : undefined;
 if (!start) throw new Error(`unknown server kind ${kind}: one of ${Object.keys(starters).join(', ')}`);
-const url = await start();
-process.stdout.write(`READY ${url}\n`);
-if (kind !== 'sale-core' && kind !== 'sale-background') process.on('SIGTERM', () => process.exit(0));
+
+// BENCH_PROCESSES=N (ceiling, service-ceiling, sale-core): N workers share the port through node:cluster,
+// as main.ts runs sale-core with SALE_PROCESSES. Prints `READY <url> <worker pids>` so the bench sums
+// their CPU. The baseline stays one process: its limit is the row lock, not the CPU.
+const processes = kind === 'pg-baseline' || kind === 'sale-background' ? 1 : Number(process.env.BENCH_PROCESSES ?? 1);
+if (processes > 1 && cluster.isPrimary) {
+  const workers = Array.from({ length: processes }, () => cluster.fork());
+  const urls = await Promise.all(
+    workers.map(
+      (worker) =>
+        new Promise<string>((resolve, reject) => {
+          worker.once('message', (message: { url: string }) => resolve(message.url));
+          worker.once('exit', (code) => reject(new Error(`a ${kind} worker exited (${code}) before it was ready`)));
+        }),
+    ),
+  );
+  process.stdout.write(`READY ${urls[0]} ${workers.map((w) => w.process.pid).join(',')}\n`);
+  process.on('SIGTERM', () => {
+    for (const worker of workers) worker.process.kill('SIGTERM');
+    Promise.all(workers.map((w) => new Promise((r) => (w.isDead() ? r(null) : w.once('exit', r))))).then(() => process.exit(0));
+  });
+} else {
+  const url = await start();
+  if (cluster.isWorker) process.send?.({ url });
+  else process.stdout.write(`READY ${url} ${process.pid}\n`);
+  if (kind !== 'sale-core' && kind !== 'sale-background') process.on('SIGTERM', () => process.exit(0));
+}
 // BENCH_SERVER_STATS=1: every 2 s, each server prints to stderr its event-loop delay (p50/p99/max), its
 // GC pauses (count, total, longest) and its heap: what to look at when a p99 moves between runs.
 if (process.env.BENCH_SERVER_STATS === '1') reportServerStats(kind ?? 'server');
