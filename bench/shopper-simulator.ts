@@ -210,7 +210,13 @@ export async function runShopperJourneys(o: JourneyOptions) {
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     const text = await res.body.text();
-    return { status: res.statusCode, json: text ? JSON.parse(text) : null, retryAfter: Number(res.headers['retry-after'] ?? 1) };
+    return {
+      status: res.statusCode,
+      json: text ? JSON.parse(text) : null,
+      retryAfter: Number(res.headers['retry-after'] ?? 1),
+      // Sold out, but units held by unpaid orders may come back (the answer says when): worth waiting for.
+      soldOutForNow: res.statusCode === 409 && res.headers['retry-after'] !== undefined,
+    };
   };
   const saleId = `sim-${randomUUID().slice(0, 8)}`;
   const startsAt = Date.now() + Math.min(5000, o.arrivalSpreadMs / 2);
@@ -250,7 +256,10 @@ export async function runShopperJourneys(o: JourneyOptions) {
       if (q.status === 200 && q.json.status === 'admitted') ticket = q.json.ticket;
       else if (q.status === 200) await sleep(Math.min(q.json.retry_after_ms, 2000) * (0.8 + Math.random() * 0.4));
       else if (q.status === 429) await sleep(q.retryAfter * 1000);
-      else {
+      else if (q.soldOutForNow) {
+        count('queue_waited_for_returns');
+        await sleep(q.retryAfter * 1000);
+      } else {
         count(`queue_${q.json?.error?.code ?? q.status}`);
         return;
       }
@@ -264,6 +273,11 @@ export async function runShopperJourneys(o: JourneyOptions) {
       if (p.status === 429 || p.status === 503) {
         count(`purchase_retry_${p.status}`);
         await sleep(bot ? 50 : p.retryAfter * 1000);
+        continue;
+      }
+      if (p.soldOutForNow && !bot) {
+        count('purchase_waited_for_returns');
+        await sleep(p.retryAfter * 1000);
         continue;
       }
       if (p.status !== 202) return count(`purchase_${p.json?.error?.code ?? p.status}`);

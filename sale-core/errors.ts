@@ -33,6 +33,19 @@ export function isSaleErrorCode(code: string): code is SaleErrorCode {
   return Object.hasOwn(SALE_ERRORS, code);
 }
 
+/**
+ * SALE_SOLD_OUT while units are held by unpaid reservations: when the first of them may come back. The
+ * shopper gets Retry-After and a sentence saying so, instead of a "sold out" that reads final.
+ */
+export function soldOut(unitMayReturnInMs: number): AppError {
+  if (unitMayReturnInMs <= 0) return saleError('SALE_SOLD_OUT');
+  return saleError(
+    'SALE_SOLD_OUT',
+    `Some units are held by orders not paid yet; the first payment window closes in about ${Math.ceil(unitMayReturnInMs / 1000)} s (Retry-After).`,
+    unitMayReturnInMs,
+  );
+}
+
 /** The AppError for a catalogue code; 429 and 503 carry Retry-After (seconds, at least 1). */
 export function saleError(code: SaleErrorCode, detail?: string, retryAfterMs?: number): AppError {
   const [status, message] = SALE_ERRORS[code];

@@ -15,7 +15,7 @@ import {
   shopperContext,
   shopperOfTicket,
 } from './context.js';
-import { isSaleErrorCode, type SaleErrorCode, saleError } from './errors.js';
+import { isSaleErrorCode, type SaleErrorCode, saleError, soldOut } from './errors.js';
 import { newOrderEventId as newEventId } from './ids.js';
 import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';
 import { checkTicket, type TicketCheck } from './tokens.js';
@@ -50,7 +50,7 @@ const replayedOutcome = outcomes.labels('replayed');
 function rejectPurchase(sc: SaleContext, shopper: ShopperContext, saleId: string, sku: string, code: SaleErrorCode, retryAfterMs?: number) {
   outcomes.inc({ outcome: code });
   track(sc, shopper, saleId, sku, { type: 'purchase_rejected', reason: code });
-  return saleError(code, undefined, retryAfterMs);
+  return code === 'SALE_SOLD_OUT' ? soldOut(retryAfterMs ?? 0) : saleError(code, undefined, retryAfterMs);
 }
 
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9_-]{8,128}$/;
@@ -118,7 +118,7 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
   if (outcome === 'replay') return { outcome: 'replayed', answer: String(a), botSignals: [] };
   const code = String(a);
   if (!isSaleErrorCode(code)) throw new Error(`reserveUnit answered an unknown code ${code}`);
-  return { outcome: 'rejected', code, retryAfterMs: code === 'RATE_LIMITED' ? Number(b) : undefined };
+  return { outcome: 'rejected', code, retryAfterMs: code === 'RATE_LIMITED' || code === 'SALE_SOLD_OUT' ? Number(b) : undefined };
 }
 
 export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): void {

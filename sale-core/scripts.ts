@@ -38,6 +38,17 @@ local function take_token(key, rate, burst, now)
 end
 `;
 
+// "Sold out" is not always final: units held by unpaid reservations come back when their window closes.
+// Returns the ms until the earliest of those windows closes (at least 1), or 0 when none is pending, so
+// a sold-out answer can carry a Retry-After worth waiting for.
+const NEXT_RETURN = `
+local function next_return_ms(expiry, now)
+  local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
+  if not first[2] then return 0 end
+  return math.max(1, tonumber(first[2]) - now)
+end
+`;
+
 // An order event from the shopper context stored with the order ('ctx'): the same envelope the
 // reservation carried, so order_expired and order_paid stay joined to the shopper's session.
 const ORDER_EVENT = `
@@ -77,7 +88,7 @@ end
  * UUID, the ticket id is in the ticket key: neither is sent twice.
  * Returns {'ok', answerJson, signalsCsv} | {'replay', answerJson} | {'err', code, retryMs}.
  */
-const RESERVE_UNIT = `${NOW}${TAKE_TOKEN}
+const RESERVE_UNIT = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
 local meta, stock, reserved, bought, idem, ticket_used, order_key, expiry, outbox, rl_ip, rl_user, offer_key, viewed =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local user, sku, qty_s, order_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -121,7 +132,7 @@ local held_field = user .. '|' .. sku
 local held = tonumber(redis.call('HGET', bought, held_field)) or 0
 if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0} end
 local available = tonumber(redis.call('HGET', stock, sku)) or 0
-if available < qty then return {'err', 'SALE_SOLD_OUT', 0} end
+if available < qty then return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now)} end
 
 local signals = {}
 if redis.call('SISMEMBER', viewed, ARGV[8]) == 0 then table.insert(signals, 'no_prior_view') end
@@ -219,11 +230,12 @@ return 1
 `;
 
 /**
- * admitShopper — KEYS: meta queue queueCounter stock offer rateIp rateShopper.
+ * admitShopper — KEYS: meta queue queueCounter stock offer rateIp rateShopper expiry.
  * ARGV: user join(0/1) ipRate ipBurst shopperRate shopperBurst.
+ * SALE_SOLD_OUT carries the ms until a held unit may come back (0: none will).
  * Returns {'admitted', position, joinedNow} | {'waiting', position, ahead, etaMs, joinedNow} | {'err', code, retryMs}.
  */
-const ADMIT_SHOPPER = `${NOW}${TAKE_TOKEN}
+const ADMIT_SHOPPER = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
 local meta, queue, counter, stock, offer_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local user = ARGV[1]
 local now = now_ms()
@@ -237,7 +249,7 @@ if not m[1] then return {'err', 'SALE_NOT_FOUND', 0} end
 if m[1] == 'ended' or now >= tonumber(m[3]) then return {'err', 'SALE_NOT_LIVE', 0} end
 local remaining = 0
 for _, v in ipairs(redis.call('HVALS', stock)) do remaining = remaining + tonumber(v) end
-if remaining <= 0 then return {'err', 'SALE_SOLD_OUT', 0} end
+if remaining <= 0 then return {'err', 'SALE_SOLD_OUT', next_return_ms(KEYS[8], now)} end
 
 local joined = 0
 local position = tonumber(redis.call('HGET', queue, user))
@@ -258,7 +270,7 @@ if now >= starts_at then admitted_upto = burst + math.floor((now - starts_at) * 
 if position <= admitted_upto then return {'admitted', position, joined} end
 -- Shoppers still waiting ahead already outnumber the units left: say so now rather than let them wait.
 local ahead = position - admitted_upto - 1
-if ahead >= remaining then return {'err', 'SALE_SOLD_OUT', 0} end
+if ahead >= remaining then return {'err', 'SALE_SOLD_OUT', next_return_ms(KEYS[8], now)} end
 local eta = math.ceil((position - admitted_upto) * 1000 / rate) + math.max(0, starts_at - now)
 return {'waiting', position, ahead, eta, joined}
 `;
@@ -319,7 +331,7 @@ export function withSaleScripts(redis: Redis): SaleRedis {
   redis.defineCommand('reserveUnit', { numberOfKeys: 13, lua: RESERVE_UNIT });
   redis.defineCommand('payOrder', { numberOfKeys: 8, lua: PAY_ORDER });
   redis.defineCommand('expireOrder', { numberOfKeys: 6, lua: EXPIRE_ONE });
-  redis.defineCommand('admitShopper', { numberOfKeys: 7, lua: ADMIT_SHOPPER });
+  redis.defineCommand('admitShopper', { numberOfKeys: 8, lua: ADMIT_SHOPPER });
   redis.defineCommand('takeTokens', { numberOfKeys: 2, lua: TAKE_TOKENS });
   redis.defineCommand('createSale', { numberOfKeys: 6, lua: CREATE_SALE });
   redis.defineCommand('stockLedger', { numberOfKeys: 4, lua: STOCK_LEDGER });

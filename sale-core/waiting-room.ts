@@ -6,7 +6,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { requireShopper, type SaleContext, shopperContext, ticketSession } from './context.js';
-import { isSaleErrorCode, saleError } from './errors.js';
+import { isSaleErrorCode, saleError, soldOut } from './errors.js';
 import { SALE_ID_PATTERN, saleKeys } from './keys.js';
 import { issueTicket } from './tokens.js';
 import { track } from './track.js';
@@ -38,6 +38,7 @@ export function registerWaitingRoomRoutes(app: FastifyInstance, sc: SaleContext)
         k.offer(userId),
         k.rateByIp(ctx.ipHash),
         k.rateByShopper(userId),
+        k.expiry,
         userId,
         join ? 1 : 0,
         s.ipRatePerSecond,
@@ -52,6 +53,7 @@ export function registerWaitingRoomRoutes(app: FastifyInstance, sc: SaleContext)
     if (outcome === 'err') {
       const code = String(a);
       if (!isSaleErrorCode(code)) throw saleError('STORE_UNAVAILABLE');
+      if (code === 'SALE_SOLD_OUT') throw soldOut(Number(b));
       throw saleError(code, undefined, code === 'RATE_LIMITED' ? Number(b) : undefined);
     }
     const position = Number(a);

@@ -67,6 +67,7 @@ describe('waiting room', () => {
     const late = await queue(saleId, s4);
     expect(late.statusCode).toBe(409);
     expect(late.json().error.code).toBe('SALE_SOLD_OUT');
+    expect(late.headers['retry-after']).toBeUndefined(); // nothing is held by unpaid orders: no point waiting
     // Polling keeps the place; time admits the next shopper.
     expect((await core.app.inject({ method: 'GET', url: `/sales/${saleId}/queue`, headers: auth(s2) })).json().position).toBe(2);
     await sleep(2100);
@@ -116,7 +117,13 @@ describe('payment window', () => {
     const saleId = await createSale(core, { stock: 1, windowMinutes: 0.01 }); // 600 ms
     const [early, second] = [shopper(`${saleId}-a`), shopper(`${saleId}-b`)];
     const first = (await purchase(core, saleId, early)).json();
-    expect((await purchase(core, saleId, second)).json().error.code).toBe('SALE_SOLD_OUT');
+    // Sold out for now: the unit is held by an unpaid order, so the answer says when it may come back.
+    const soldOut = await purchase(core, saleId, second);
+    expect(soldOut.json().error.code).toBe('SALE_SOLD_OUT');
+    expect(soldOut.headers['retry-after']).toBe('1');
+    expect(soldOut.json().error.message).toMatch(/not paid yet.*about 1 s/);
+    const queued = await queue(saleId, shopper(`${saleId}-c`));
+    expect([queued.json().error.code, queued.headers['retry-after']]).toEqual(['SALE_SOLD_OUT', '1']);
     await sleep(1000); // window closed; the sweeper returned the unit
     let ledger = await readStockLedger(core.context.redis, saleId);
     expect(ledger).toMatchObject({ available: { 'SKU-1': 1 }, reserved: { 'SKU-1': 0 } });
