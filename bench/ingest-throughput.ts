@@ -9,7 +9,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { Kafka, Message } from 'kafkajs';
 import { decodeEvent, encodeEvent, keyOf, newEventId } from '../common/events.js';
-import { createKafka } from '../common/kafka.js';
+import { createKafka, createTopicsAndWait } from '../common/kafka.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PACED_RATE = 10_000;
@@ -41,10 +41,10 @@ function clickMessage(i: number, ts = Date.now()): Message {
 async function createTopics(names: string[]) {
   const admin = kafka.admin();
   await admin.connect();
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: names.map((topic) => ({ topic, numPartitions: PARTITIONS, replicationFactor: 1 })),
-  });
+  await createTopicsAndWait(
+    admin,
+    names.map((topic) => ({ topic, numPartitions: PARTITIONS, replicationFactor: 1 })),
+  );
   await admin.disconnect();
 }
 

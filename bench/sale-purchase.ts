@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { config } from '../common/config.js';
-import { createKafka } from '../common/kafka.js';
+import { createKafka, createTopicsAndWait } from '../common/kafka.js';
 import { createRedis } from '../common/redis.js';
 import type { LoadResult } from './shopper-simulator.js';
 
@@ -158,7 +158,10 @@ async function main() {
   await admin.connect();
   const suffix = randomUUID().slice(0, 8);
   const topics = { orders: `bench.orders.${suffix}`, clickstream: `bench.clickstream.${suffix}` };
-  await admin.createTopics({ waitForLeaders: true, topics: Object.values(topics).map((topic) => ({ topic, numPartitions: 3 })) });
+  await createTopicsAndWait(
+    admin,
+    Object.values(topics).map((topic) => ({ topic, numPartitions: 3 })),
+  );
 
   const results: Partial<Record<'ceiling' | 'service' | 'pg' | 'sale' | 'saleHalf' | 'saleHalfEverysec', Measured>> = {};
   try {

@@ -1,5 +1,5 @@
 // Kafka client factory (kafkajs). Topics are created by the stack / ops, never auto-created.
-import { Kafka, type KafkaConfig, logLevel } from 'kafkajs';
+import { type Admin, type ITopicConfig, Kafka, type KafkaConfig, logLevel } from 'kafkajs';
 import { config } from './config.js';
 import { createLogger } from './logger.js';
 
@@ -28,4 +28,28 @@ export function createKafka(clientId: string, overrides: Partial<KafkaConfig> = 
       },
     ...overrides,
   });
+}
+
+/**
+ * Creates topics (those that exist already are left as they are) and waits until every partition has a
+ * leader. kafkajs's own `waitForLeaders` gives up when a freshly started broker answers the metadata poll
+ * with "This server does not host this topic-partition", which it does for a moment after creating one;
+ * here that answer just means "not yet".
+ */
+export async function createTopicsAndWait(admin: Admin, topics: ITopicConfig[], timeoutMs = 30_000): Promise<void> {
+  await admin.createTopics({ waitForLeaders: false, topics });
+  const names = topics.map((t) => t.topic);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics: names });
+      const ready =
+        found.length === names.length && found.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0));
+      if (ready) return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`Kafka topics ${names.join(', ')} have no leaders after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

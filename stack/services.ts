@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { loadStackPorts, type StackPorts } from '../common/config.js';
+import { createTopicsAndWait } from '../common/kafka.js';
 import { ALL_TOPICS } from '../common/topics.js';
 import { killHard, launchDetached, portInUse, readPid, removeFile, runningPid, StackError, sleep, stopPid, waitFor } from './process.js';
 
@@ -209,15 +210,15 @@ function kafkaService(ports: StackPorts, root: string): Service {
       const existing = new Set(await admin.listTopics());
       const missing = ALL_TOPICS.filter((t) => !existing.has(t.name));
       if (missing.length > 0) {
-        await admin.createTopics({
-          waitForLeaders: true,
-          topics: missing.map((t) => ({
+        await createTopicsAndWait(
+          admin,
+          missing.map((t) => ({
             topic: t.name,
             numPartitions: t.partitions,
             replicationFactor: 1,
             configEntries: [{ name: 'retention.ms', value: String(t.retentionMs) }],
           })),
-        });
+        );
       }
     } finally {
       await admin.disconnect();

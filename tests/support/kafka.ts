@@ -1,14 +1,14 @@
 // Topics of a test's own, so suites sharing the local broker never read each other's events.
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
-import { createKafka } from '../../common/kafka.js';
+import { createKafka, createTopicsAndWait } from '../../common/kafka.js';
 
 export async function createTestTopic(base: string, partitions = 3, kafka: Kafka = createKafka('test-admin')): Promise<string> {
   const topic = `${base}.test-${randomUUID().slice(0, 8)}`;
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }] });
+    await createTopicsAndWait(admin, [{ topic, numPartitions: partitions, replicationFactor: 1 }]);
   } finally {
     await admin.disconnect();
   }
