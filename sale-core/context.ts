@@ -106,6 +106,8 @@ export function shopperContext(request: FastifyRequest, settings: SaleSettings, 
  * The shopper of a purchase whose verified admission ticket names the very session token the request
  * carries (see AdmissionTicket.session); null when it does not, and the caller verifies the session.
  * The token's own fields are not read: identity comes from the ticket, so a copied signature gains nothing.
+ * Nor is the token's expiry: the session was valid when the ticket was issued, at most a ticket's lifetime
+ * (SALE_TICKET_TTL_SECONDS) ago.
  */
 export function shopperOfTicket(request: FastifyRequest, ticket: AdmissionTicket, settings: SaleSettings): ShopperContext | null {
   const token = bearerToken(request);

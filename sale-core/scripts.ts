@@ -40,7 +40,8 @@ end
 
 // "Sold out" is not always final: units held by unpaid reservations come back when their window closes.
 // Returns the ms until the earliest of those windows closes (at least 1), or 0 when none is pending, so
-// a sold-out answer can carry a Retry-After worth waiting for.
+// a sold-out answer can carry a Retry-After worth waiting for. The expiry set spans the sale's SKUs: for
+// a sale of several, the unit that returns first may be another SKU's (a hint, not a promise).
 const NEXT_RETURN = `
 local function next_return_ms(expiry, now)
   local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
