@@ -6,7 +6,7 @@
 //                SALE_BACKGROUND=separate it leaves the outbox relay and the sweeper to
 //   sale-background  the relay and the sweeper alone (startSaleBackground), in a process of their own
 // Usage: tsx bench/sale-servers.ts <kind> <port> [ordersTopic clickstreamTopic]
-// Prints `READY <url>` once listening.
+// Prints `READY <url> <pids of the serving processes>` once listening.
 import cluster from 'node:cluster';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import Fastify from 'fastify';
