@@ -61,7 +61,8 @@ export async function runPurchaseLoad(o: LoadOptions): Promise<LoadResult> {
     const sessionId = randomUUID();
     const token = issueSession({ sessionId, anonId: `anon-sim-${i}`, userId, expiresAt: expires }, o.secret);
     // What the waiting room writes into a ticket about the session it admitted.
-    return { userId, auth: `Bearer ${token}`, session: { sessionId, anonId: `anon-sim-${i}`, signature: tokenSignature(token) } };
+    const session = { sessionId, anonId: `anon-sim-${i}`, expiresAt: expires, signature: tokenSignature(token) };
+    return { userId, auth: `Bearer ${token}`, session };
   });
   // Tickets are single use, so every attempt needs a fresh one. The waiting room issues them long before
   // the purchase, so they are signed here before the clock starts: signing on the fly cost the load

@@ -105,21 +105,22 @@ export function shopperContext(request: FastifyRequest, settings: SaleSettings, 
 /**
  * The shopper of a purchase whose verified admission ticket names the very session token the request
  * carries (see AdmissionTicket.session); null when it does not, and the caller verifies the session.
- * The token's own fields are not read: identity comes from the ticket, so a copied signature gains nothing.
- * Nor is the token's expiry: the session was valid when the ticket was issued, at most a ticket's lifetime
- * (SALE_TICKET_TTL_SECONDS) ago.
+ * The token's own fields are not read: identity and the session's expiry come from the ticket, so a copied
+ * signature gains nothing, and an expired session goes the usual way (and is refused there).
  */
 export function shopperOfTicket(request: FastifyRequest, ticket: AdmissionTicket, settings: SaleSettings): ShopperContext | null {
   const token = bearerToken(request);
-  if (!token || !ticket.session || tokenSignature(token) !== ticket.session.signature) return null;
-  const { sessionId, anonId } = ticket.session;
-  return fromRequest(request, { sessionId, anonId, userId: ticket.userId, expiresAt: ticket.expiresAt }, settings);
+  const session = ticket.session;
+  if (!token || !session || session.expiresAt <= Date.now() || tokenSignature(token) !== session.signature) return null;
+  const { sessionId, anonId, expiresAt } = session;
+  return fromRequest(request, { sessionId, anonId, userId: ticket.userId, expiresAt }, settings);
 }
 
 /** What an admission ticket records of the session it was issued to (see shopperOfTicket). */
 export function ticketSession(request: FastifyRequest, ctx: ShopperContext): AdmissionTicket['session'] {
   const token = bearerToken(request);
-  return token ? { sessionId: ctx.session.sessionId, anonId: ctx.session.anonId, signature: tokenSignature(token) } : undefined;
+  const { sessionId, anonId, expiresAt } = ctx.session;
+  return token ? { sessionId, anonId, expiresAt, signature: tokenSignature(token) } : undefined;
 }
 
 export function requireShopper(ctx: ShopperContext): string {

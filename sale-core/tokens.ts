@@ -69,11 +69,11 @@ export interface AdmissionTicket {
   position: number;
   expiresAt: number;
   /**
-   * The session the waiting room admitted: its ids and its token's signature. A purchase that presents
-   * that same session token takes the shopper's identity from the (verified) ticket and skips verifying
-   * the session, one HMAC fewer on the hottest path. Absent on tickets issued without a session.
+   * The session the waiting room admitted: its ids, its expiry and its token's signature. A purchase that
+   * presents that same session token takes the shopper's identity from the (verified) ticket and skips
+   * verifying the session, one HMAC fewer on the hottest path. Absent on tickets issued without a session.
    */
-  session?: { sessionId: string; anonId: string; signature: string };
+  session?: { sessionId: string; anonId: string; expiresAt: number; signature: string };
 }
 
 export function issueTicket(ticket: Omit<AdmissionTicket, 'ticketId'> & { ticketId?: string }, secret: string): string {
@@ -86,7 +86,7 @@ export function issueTicket(ticket: Omit<AdmissionTicket, 'ticketId'> & { ticket
       uid: ticket.userId,
       pos: ticket.position,
       exp: ticket.expiresAt,
-      ...(session ? { sid: session.sessionId, anon: session.anonId, ssig: session.signature } : {}),
+      ...(session ? { sid: session.sessionId, anon: session.anonId, sexp: session.expiresAt, ssig: session.signature } : {}),
     },
     secret,
   );
@@ -106,8 +106,8 @@ export function checkTicket(token: string, saleId: string, userId: string | null
   if (p.sale !== saleId || (userId !== null && p.uid !== userId)) return { ok: false, code: 'TICKET_INVALID' };
   if (p.exp <= now) return { ok: false, code: 'TICKET_EXPIRED' };
   const session =
-    typeof p.sid === 'string' && typeof p.anon === 'string' && typeof p.ssig === 'string'
-      ? { sessionId: p.sid, anonId: p.anon, signature: p.ssig }
+    typeof p.sid === 'string' && typeof p.anon === 'string' && typeof p.sexp === 'number' && typeof p.ssig === 'string'
+      ? { sessionId: p.sid, anonId: p.anon, expiresAt: p.sexp, signature: p.ssig }
       : undefined;
   return { ok: true, ticket: { ticketId: p.tid, saleId, userId: p.uid, position: p.pos, expiresAt: p.exp, session } };
 }

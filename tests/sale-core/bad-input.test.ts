@@ -143,6 +143,11 @@ describe('bad input is refused and changes nothing', () => {
     const body = JSON.stringify({ sku: 'SKU-1', ticket: bound });
     await rejects(() => raw(body, { authorization: '' }), 401, 'SESSION_REQUIRED');
     await rejects(() => raw(body, { authorization: 'Bearer forged.token' }), 401, 'SESSION_INVALID');
+    // A session that has expired since the ticket was issued is refused like any expired session.
+    const brief = shopper('bad-input-brief', 50);
+    const briefBody = JSON.stringify({ sku: 'SKU-1', ticket: boundTicketFor(saleId, brief) });
+    await new Promise((r) => setTimeout(r, 100));
+    await rejects(() => raw(briefBody, { authorization: `Bearer ${brief.token}` }), 401, 'SESSION_INVALID');
     // A valid session of someone else does not get the buyer's ticket to work…
     const thief = shopper('bad-input-thief');
     await rejects(() => raw(body, { authorization: `Bearer ${thief.token}` }), 403, 'TICKET_INVALID');

@@ -221,7 +221,12 @@ describe('offers and clickstream', () => {
       headers: { authorization: `Bearer ${anon.token}` },
       payload: { user_id: `${saleId}-human`, sale_id: saleId },
     });
-    const human: Shopper = { userId: `${saleId}-human`, token: login.json().token, sessionId: anon.session_id };
+    const human: Shopper = {
+      userId: `${saleId}-human`,
+      token: login.json().token,
+      sessionId: anon.session_id,
+      expiresAt: login.json().expires_at,
+    };
     expect(login.json().anon_id).toBe(anon.anon_id);
     await sleep(50); // the "viewed" mark is written in the background
     const ticket = (await queue(saleId, human)).json().ticket;

@@ -112,12 +112,14 @@ export interface Shopper {
   userId: string;
   token: string;
   sessionId: string;
+  expiresAt: number;
 }
 
-export function shopper(userId: string): Shopper {
+export function shopper(userId: string, sessionTtlMs = 3_600_000): Shopper {
   const sessionId = randomUUID();
-  const token = issueSession({ sessionId, anonId: `anon-${userId}`, userId, expiresAt: Date.now() + 3_600_000 }, SECRET);
-  return { userId, token, sessionId };
+  const expiresAt = Date.now() + sessionTtlMs;
+  const token = issueSession({ sessionId, anonId: `anon-${userId}`, userId, expiresAt }, SECRET);
+  return { userId, token, sessionId, expiresAt };
 }
 
 export function ticketFor(saleId: string, userId: string, ttlMs = 600_000): string {
@@ -126,7 +128,12 @@ export function ticketFor(saleId: string, userId: string, ttlMs = 600_000): stri
 
 /** A ticket as the waiting room issues it: naming the session it admitted (see AdmissionTicket.session). */
 export function boundTicketFor(saleId: string, who: Shopper, ttlMs = 600_000): string {
-  const session = { sessionId: who.sessionId, anonId: `anon-${who.userId}`, signature: tokenSignature(who.token) };
+  const session = {
+    sessionId: who.sessionId,
+    anonId: `anon-${who.userId}`,
+    expiresAt: who.expiresAt,
+    signature: tokenSignature(who.token),
+  };
   return issueTicket({ saleId, userId: who.userId, position: 1, expiresAt: Date.now() + ttlMs, session }, SECRET);
 }
 
