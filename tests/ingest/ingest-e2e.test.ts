@@ -11,7 +11,7 @@ import { type Ingest, startIngest } from '../../ingest/index.js';
 import { createTestTopic, deleteTopics } from '../support/kafka.js';
 import { readDeadLetters } from './support/dead-letters.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, orderEvent, produce, uniqueSale, waitUntil } from './support/events.js';
-import { countOf, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
+import { clickstreamCounts, countOf, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
 
 describe('ingest end to end', () => {
   let kafka: Kafka;
@@ -55,13 +55,7 @@ describe('ingest end to end', () => {
     await waitUntil(caughtUp, 60_000, 'ingest to catch up');
 
     const where = { sale };
-    expect(await countOf(test.warehouse, 'SELECT count() AS n FROM clickstream_events WHERE sale_id = {sale:String}', where)).toBe(N);
-    expect(
-      await countOf(test.warehouse, 'SELECT uniqExact(event_id) AS n FROM clickstream_events WHERE sale_id = {sale:String}', where),
-    ).toBe(N);
-    expect(
-      await countOf(test.warehouse, 'SELECT sum(events) AS n FROM funnel_stages_per_minute WHERE sale_id = {sale:String}', where),
-    ).toBe(N);
+    expect(await clickstreamCounts(test.warehouse, sale)).toEqual({ rows: N, distinct: N, funnel: N });
     const rejected = events.filter((event) => event.type === 'purchase_rejected').length;
     expect(
       await countOf(test.warehouse, 'SELECT sum(rejections) AS n FROM rejection_reasons_per_minute WHERE sale_id = {sale:String}', where),

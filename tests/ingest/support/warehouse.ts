@@ -35,6 +35,19 @@ export async function countOf(warehouse: Warehouse, sql: string, params?: Record
   return Number(row?.n ?? 0);
 }
 
+/**
+ * A sale's clickstream as the warehouse holds it, without FINAL: raw rows, distinct event ids, and what
+ * the funnel rollup added up. "Exactly once" means all three equal the events sent.
+ */
+export async function clickstreamCounts(warehouse: Warehouse, sale: string) {
+  const where = { sale };
+  return {
+    rows: await countOf(warehouse, 'SELECT count() AS n FROM clickstream_events WHERE sale_id = {sale:String}', where),
+    distinct: await countOf(warehouse, 'SELECT uniqExact(event_id) AS n FROM clickstream_events WHERE sale_id = {sale:String}', where),
+    funnel: await countOf(warehouse, 'SELECT sum(events) AS n FROM funnel_stages_per_minute WHERE sale_id = {sale:String}', where),
+  };
+}
+
 /** Polls until `read` returns `want` (or the time runs out), and returns the last value read. */
 export async function waitForValue<T>(read: () => Promise<T>, want: T, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
