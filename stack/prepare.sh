@@ -58,4 +58,15 @@ if [ ! -f "$libs/.complete" ]; then
     >"$stack_dir/maven.log" 2>&1 || fail "Maven could not fetch the Kafka $kafka_version jars; see $stack_dir/maven.log"
   touch "$libs/.complete"
 fi
+# --- Python tools for the tests (pinned in stack/requirements.txt) ---------------------------------
+venv="$stack_dir/venv"
+if [ ! -f "$venv/.complete" ] || [ stack/requirements.txt -nt "$venv/.complete" ]; then
+  command -v python3 >/dev/null || fail "Python 3 is missing: apt-get install python3 python3-venv"
+  echo "prepare: installing the Python test tools (once)"
+  { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } >"$stack_dir/pip.log" 2>&1 \
+    || fail "python3 -m venv failed (apt-get install python3-venv); see $stack_dir/pip.log"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r stack/requirements.txt >>"$stack_dir/pip.log" 2>&1 \
+    || fail "pip could not install stack/requirements.txt; see $stack_dir/pip.log"
+  touch "$venv/.complete"
+fi
 exit 0
