@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs whatever `npm start` and `npm test` need and this machine lacks: Debian packages (Redis,
-# PostgreSQL 15, ClickHouse server, Java, Maven), the npm packages, and the pinned Kafka jars.
+# PostgreSQL 15, ClickHouse server, Java, Maven, Chromium), the npm packages, and the pinned Kafka jars.
 # Each step is skipped when its result is already there, so a warm run costs well under a second.
 # A missing prerequisite that cannot be installed ends with one line that says what to do.
 set -uo pipefail
@@ -18,6 +18,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# The dashboards' browser tests drive Debian's Chromium through playwright-core (never a downloaded browser).
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     fail "missing Debian packages: ${missing[*]}; install them as root (apt-get install -y ${missing[*]}) and run again"
