@@ -22,6 +22,13 @@ const port = Number(portArg ?? 0);
 async function ceiling() {
   const app = Fastify({ logger: false });
   app.post('/sales/:saleId/purchase', async () => ({ order_id: 'constant', status: 'reserved' }));
+  // The yardsticks of the spike bench (bench/spike.ts): a constant poll answer, and a catalog with an ETag.
+  app.get('/sales/:saleId/queue', async () => ({ status: 'waiting', position: 1, ahead: 0, retry_after_ms: 1000 }));
+  app.get('/sales/:saleId/catalog', async (request, reply) => {
+    reply.header('etag', '"catalog-1"').header('cache-control', 'public, max-age=30');
+    if (request.headers['if-none-match'] === '"catalog-1"') return reply.code(304).send();
+    return { id: 'bench', title: 'Bench', products: [{ sku: 'SKU-1', title: 'Sneaker', price: 12_900, limit_per_shopper: 1 }] };
+  });
   return app.listen({ port, host: '127.0.0.1' });
 }
 

@@ -9,14 +9,15 @@
 //            rate (open loop, latency measured from the scheduled send time), for a bounded duration.
 //
 //   tsx bench/shopper-simulator.ts journey --url http://127.0.0.1:8080 --shoppers 2000 --stock 300
-//     (every simulated shopper comes from 127.0.0.1: start sale-core with SALE_RATE_IP_PER_SECOND and
-//      SALE_RATE_IP_BURST raised, or the per-IP limit — rightly — turns most of them away)
+//     (every simulated shopper comes from 127.0.0.1: start sale-core with SALE_RATE_IP_PER_SECOND,
+//      SALE_RATE_IP_BURST, SALE_RATE_ADDRESS_PER_MINUTE and SALE_QUEUE_ACCOUNTS_PER_IP raised, or the
+//      per-address limits — rightly — turn most of them away)
 //   tsx bench/shopper-simulator.ts load --url http://127.0.0.1:8080 --sale <id> --duration 8000 --connections 64 [--rate 2000]
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { config } from '../common/config.js';
-import { issueSession, issueTicket, tokenSignature } from '../sale-core/tokens.js';
+import { issueSession, issueTicket, sessionTokenDigest } from '../sale-core/tokens.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -61,7 +62,7 @@ export async function runPurchaseLoad(o: LoadOptions): Promise<LoadResult> {
     const sessionId = randomUUID();
     const token = issueSession({ sessionId, anonId: `anon-sim-${i}`, userId, expiresAt: expires }, o.secret);
     // What the waiting room writes into a ticket about the session it admitted.
-    const session = { sessionId, anonId: `anon-sim-${i}`, expiresAt: expires, signature: tokenSignature(token) };
+    const session = { sessionId, anonId: `anon-sim-${i}`, expiresAt: expires, tokenDigest: sessionTokenDigest(token) };
     return { userId, auth: `Bearer ${token}`, session };
   });
   // Tickets are single use, so every attempt needs a fresh one. The waiting room issues them long before
@@ -189,6 +190,7 @@ export async function runShopperJourneys(o: JourneyOptions) {
       status: res.statusCode,
       json: text ? JSON.parse(text) : null,
       retryAfter: Number(res.headers['retry-after'] ?? 1),
+      place: typeof res.headers['x-position-token'] === 'string' ? res.headers['x-position-token'] : undefined,
       // Sold out, but units held by unpaid orders may come back (the answer says when): worth waiting for.
       soldOutForNow: res.statusCode === 409 && res.headers['retry-after'] !== undefined,
     };
@@ -224,10 +226,15 @@ export async function runShopperJourneys(o: JourneyOptions) {
       await call('POST', `/sales/${saleId}/events`, token, { type: 'product_view', sku: 'SKU-1' });
     }
     token = (await call('POST', '/session/login', token, { user_id: `${bot ? 'bot' : 'shopper'}-${i}`, sale_id: saleId })).json.token;
-    // The waiting room: poll until admitted, sold out, or the shopper gives up.
+    // The waiting room: join once, then poll with the signed place (a poll costs Redis nothing) until
+    // admitted, sold out, or the shopper gives up. Without a place (a join refused), join again.
     let ticket: string | undefined;
+    let place: string | undefined;
     for (let poll = 0; poll < 60 && !ticket; poll++) {
-      const q = await call('POST', `/sales/${saleId}/queue`, token);
+      const q = place
+        ? await call('GET', `/sales/${saleId}/queue`, token, undefined, { 'x-position-token': place })
+        : await call('POST', `/sales/${saleId}/queue`, token);
+      place = q.place ?? place;
       if (q.status === 200 && q.json.status === 'admitted') ticket = q.json.ticket;
       else if (q.status === 200) await sleep(Math.min(q.json.retry_after_ms, 2000) * (0.8 + Math.random() * 0.4));
       else if (q.status === 429) await sleep(q.retryAfter * 1000);
@@ -295,7 +302,7 @@ if (isMain) {
       late: { type: 'string', default: '0.1' },
       never: { type: 'string', default: '0.15' },
       spread: { type: 'string', default: '10000' },
-      window: { type: 'string', default: '0.1' },
+      window: { type: 'string', default: '1' }, // minutes; the API allows no less
       admission: { type: 'string', default: '200' },
     },
   });

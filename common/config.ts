@@ -109,6 +109,26 @@ export function loadConfig(env: Env = process.env) {
       chdbDir: text(env, 'CHDB_DIR', `${dataDir}/chdb`),
       database: text(env, 'CLICKHOUSE_DATABASE', 'flashsale'),
     },
+    warehouseEndpoint: {
+      // The embedded warehouse served over ClickHouse's HTTP protocol by its owner (analytics/warehouse-endpoint).
+      // 18124, not 8123: the stack's own ClickHouse server is on 18123. Readers reach it at `url` (or CLICKHOUSE_URL).
+      host: text(env, 'WAREHOUSE_HTTP_HOST', '127.0.0.1'),
+      port: integer(env, 'WAREHOUSE_HTTP_PORT', 18124, 0, PORT_MAX),
+      url: env.WAREHOUSE_HTTP_URL ? url(env, 'WAREHOUSE_HTTP_URL', '', ['http:', 'https:']) : undefined,
+      analystPassword: secret(env, 'WAREHOUSE_ANALYST_PASSWORD', 'analyst-demo-password'),
+      offersPassword: secret(env, 'WAREHOUSE_OFFERS_PASSWORD', 'dev-only-offers-password'),
+      adminPassword: secret(env, 'WAREHOUSE_ADMIN_PASSWORD', 'dev-only-admin-password'),
+      // More users: `name:role:scrypt$…` entries separated by commas (hashes only, never plain passwords).
+      users: text(env, 'WAREHOUSE_USERS', ''),
+      maxExecutionSeconds: integer(env, 'WAREHOUSE_MAX_EXECUTION_SECONDS', 60, 1, 86_400),
+      maxResultRows: integer(env, 'WAREHOUSE_MAX_RESULT_ROWS', 50_000_000, 1, Number.MAX_SAFE_INTEGER),
+      maxResultBytes: integer(env, 'WAREHOUSE_MAX_RESULT_BYTES', 8 * 2 ** 30, 1, Number.MAX_SAFE_INTEGER),
+      maxMemoryBytes: integer(env, 'WAREHOUSE_MAX_MEMORY_BYTES', 2 * 2 ** 30, 1 << 20, Number.MAX_SAFE_INTEGER),
+      maxThreads: integer(env, 'WAREHOUSE_MAX_THREADS', 1, 1, 256),
+      queryNice: integer(env, 'WAREHOUSE_QUERY_NICE', 10, 0, 19),
+      concurrentPerUser: integer(env, 'WAREHOUSE_CONCURRENT_PER_USER', 4, 1, 1000),
+      concurrentTotal: integer(env, 'WAREHOUSE_CONCURRENT_TOTAL', 4, 1, 1000),
+    },
     runtime: {
       // main.ts: how many sale-core workers share the sale port, and where ingest serves its health/metrics.
       saleProcesses: integer(env, 'SALE_PROCESSES', 1, 1, 64),
@@ -124,6 +144,8 @@ export function loadConfig(env: Env = process.env) {
       batchLingerMs: integer(env, 'INGEST_BATCH_LINGER_MS', 200, 0, 60_000),
       // The broker holds a fetch until this many bytes are ready (or the linger passes): the batch size.
       batchMinBytes: integer(env, 'INGEST_BATCH_MIN_BYTES', 1 << 20, 1, 64 << 20),
+      // A partition with lag whose committed offset has not moved for this long makes ingest not ready.
+      stuckAfterSeconds: integer(env, 'INGEST_STUCK_AFTER_SECONDS', 60, 1, 86_400),
     },
     sale: {
       // The shopper API (sale-core). Secrets have dev defaults so a fresh checkout runs; set them in production.
@@ -137,11 +159,38 @@ export function loadConfig(env: Env = process.env) {
       ipBurst: integer(env, 'SALE_RATE_IP_BURST', 100, 1, 1_000_000),
       shopperRatePerSecond: integer(env, 'SALE_RATE_SHOPPER_PER_SECOND', 5, 1, 1_000_000),
       shopperBurst: integer(env, 'SALE_RATE_SHOPPER_BURST', 10, 1, 1_000_000),
+      // The lighter shopper routes (session, login, events, order reads, catalog, stock): requests per
+      // minute per client address and per shopper, counted in each sale-core process (sale-core/README.md).
+      addressRequestsPerMinute: integer(env, 'SALE_RATE_ADDRESS_PER_MINUTE', 240, 1, 100_000_000),
+      shopperRequestsPerMinute: integer(env, 'SALE_RATE_SHOPPER_PER_MINUTE', 120, 1, 100_000_000),
+      // Distinct accounts one client address may bring into one sale's waiting room.
+      queueAccountsPerAddress: integer(env, 'SALE_QUEUE_ACCOUNTS_PER_IP', 10, 1, 100_000_000),
+      // Addresses or CIDRs of the load balancers in front (comma-separated): the client address is then read
+      // from their X-Forwarded-For. Unset, it is the socket's peer, which behind a balancer is the balancer.
+      trustedProxies: text(env, 'SALE_TRUST_PROXY', '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
       admissionRatePerSecond: integer(env, 'SALE_ADMISSION_RATE_PER_SECOND', 200, 1, 1_000_000),
       clickstreamBuffer: integer(env, 'SALE_CLICKSTREAM_BUFFER', 20_000, 100, 10_000_000),
       clickstreamLingerMs: integer(env, 'SALE_CLICKSTREAM_LINGER_MS', 50, 0, 10_000),
       expirySweepMs: integer(env, 'SALE_EXPIRY_SWEEP_MS', 500, 10, 60_000),
       relayIntervalMs: integer(env, 'SALE_RELAY_INTERVAL_MS', 50, 1, 10_000),
+    },
+    dashboards: {
+      // The marketers' and data scientists' web app (dashboards/README.md).
+      port: integer(env, 'DASHBOARDS_PORT', 8082, 0, PORT_MAX),
+      host: text(env, 'DASHBOARDS_HOST', '127.0.0.1'),
+      // Encrypts and signs the session cookie; anyone who knows it can forge a session.
+      sessionSecret: secret(env, 'DASHBOARDS_SESSION_SECRET', 'dev-only-dashboards-session-secret'),
+      adminEmail: text(env, 'DASHBOARDS_ADMIN_EMAIL', 'admin@flashsale.local'),
+      adminPassword: secret(env, 'DASHBOARDS_ADMIN_PASSWORD', 'dev-admin-password'),
+      // Where the Sales page creates and ends sales (sale-core's admin API, SALE_ADMIN_TOKEN).
+      saleUrl: url(env, 'DASHBOARDS_SALE_URL', `http://127.0.0.1:${integer(env, 'SALE_PORT', 8080, 0, PORT_MAX)}`, ['http:', 'https:']),
+      // Failed sign-ins allowed per account and per client address in the window, then 429.
+      signinFailuresPerAccount: integer(env, 'DASHBOARDS_SIGNIN_FAILURES_PER_ACCOUNT', 5, 1, 1000),
+      signinFailuresPerIp: integer(env, 'DASHBOARDS_SIGNIN_FAILURES_PER_IP', 20, 1, 100_000),
+      signinWindowSeconds: integer(env, 'DASHBOARDS_SIGNIN_WINDOW_SECONDS', 900, 1, 86_400),
     },
   };
 }

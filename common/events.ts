@@ -5,6 +5,7 @@
 // Topics: clickstream.v1 carries what shoppers do; orders.v1 carries what happens to orders.
 // Kafka key = user id, else anon id: one shopper's events stay in order on one partition.
 
+import { isUtf8 } from 'node:buffer';
 import Type, { type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { v7 as uuidv7 } from 'uuid';
@@ -30,6 +31,8 @@ const Envelope = {
 };
 
 const Money = Type.Integer({ minimum: 0, maximum: 100_000_000 }); // minor units (cents)
+// The warehouse keeps it as UInt32, and ClickHouse stores a larger JSON number wrapped (2^33 + 1 as 1).
+const QueuePosition = Type.Integer({ minimum: 0, maximum: 4_294_967_295 });
 
 function event<T extends string, P extends Record<string, TSchema>>(type: T, props: P) {
   return Type.Object({ ...Envelope, type: Type.Literal(type), ...props }, { additionalProperties: false });
@@ -40,10 +43,15 @@ export const ClickstreamSchemas = {
   product_view: event('product_view', { price: Money }),
   add_to_cart: event('add_to_cart', { price: Money, qty: Type.Integer({ minimum: 1, maximum: 100 }) }),
   login: event('login', {}), // stitches anon_id to user_id
-  queue_joined: event('queue_joined', { position: Type.Integer({ minimum: 0 }) }),
+  queue_joined: event('queue_joined', { position: QueuePosition }),
   admitted: event('admitted', {}),
   purchase_attempt: event('purchase_attempt', { qty: Type.Integer({ minimum: 1, maximum: 100 }) }),
   purchase_rejected: event('purchase_rejected', { reason: Type.String({ minLength: 1, maxLength: 64 }) }),
+  // A queue join turned away (sold out, final or not): the missed-out shopper, with the place it would have had.
+  queue_refused: event('queue_refused', {
+    reason: Type.String({ minLength: 1, maxLength: 64 }),
+    position: Type.Optional(QueuePosition),
+  }),
 } as const;
 
 const OrderFields = {
@@ -95,7 +103,7 @@ export function newEventId(now = Date.now()): string {
 
 export class EventContractError extends Error {
   constructor(
-    readonly reason: 'malformed_json' | 'unknown_type' | 'schema_violation' | 'wrong_topic',
+    readonly reason: 'malformed_json' | 'invalid_unicode' | 'unknown_type' | 'schema_violation' | 'wrong_topic',
     detail: string,
   ) {
     super(`${reason}: ${detail}`);
@@ -124,18 +132,40 @@ export function encodeEvent(event: FlashSaleEvent): Buffer {
   return Buffer.from(JSON.stringify(validateEvent(event)));
 }
 
+/** Refuses a string field (or an element of an array field) holding a lone surrogate: not Unicode text. */
+function assertWellFormed(value: unknown): void {
+  if (typeof value !== 'object' || value === null) return;
+  for (const [field, item] of Object.entries(value)) {
+    const strings = Array.isArray(item) ? item : [item];
+    for (const string of strings) {
+      if (typeof string === 'string' && !(string as string & { isWellFormed(): boolean }).isWellFormed()) {
+        throw new EventContractError('invalid_unicode', `/${field} holds a lone UTF-16 surrogate`);
+      }
+    }
+  }
+}
+
 /**
  * Decodes a Kafka message value. `expectedTopic`, when given, rejects an event that arrived on the
  * wrong topic (an order event on the clickstream, say) instead of letting it into the wrong table.
  */
 export function decodeEvent(bytes: Buffer | Uint8Array | string | null, expectedTopic?: string): FlashSaleEvent {
   if (bytes === null) throw new EventContractError('malformed_json', 'empty message value');
+  // Invalid UTF-8 would silently become U+FFFD when read as text: refuse the bytes instead.
+  if (typeof bytes !== 'string' && !isUtf8(bytes)) throw new EventContractError('invalid_unicode', 'the message is not valid UTF-8');
+  const text =
+    typeof bytes === 'string'
+      ? bytes
+      : (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('utf8');
   let parsed: unknown;
   try {
-    parsed = JSON.parse(typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8'));
+    parsed = JSON.parse(text);
   } catch (error) {
     throw new EventContractError('malformed_json', (error as Error).message);
   }
+  // A lone UTF-16 surrogate can only come from a `\uD800`-`\uDFFF` escape (UTF-8 cannot encode one), and the
+  // warehouse refuses it ("missing second part of surrogate pair"): check the strings only then.
+  if (text.includes('\\u')) assertWellFormed(parsed);
   const event = validateEvent(parsed);
   if (expectedTopic !== undefined && topicOf(event.type) !== expectedTopic) {
     throw new EventContractError('wrong_topic', `${event.type} belongs on ${topicOf(event.type)}, not ${expectedTopic}`);

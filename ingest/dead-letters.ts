@@ -1,15 +1,21 @@
-// The dead-letter topic (dlq.v1): a message that does not decode or validate is parked there with its
-// original key and bytes untouched, and where it came from and why in headers, so it can be inspected
-// and replayed once fixed. The pipeline moves on past it.
+// The dead-letter topic (dlq.v1): a message that does not decode or validate, or whose row the sink
+// refuses for good, is parked there with its original key and bytes untouched, and where it came from
+// and why in headers, so it can be inspected and replayed once fixed. The pipeline moves on past it.
 import type { KafkaMessage, Producer } from 'kafkajs';
 import type { EventContractError } from '../common/events.js';
 import { ingestMetrics } from './metrics.js';
+
+/**
+ * Why a message was parked: the contract's reasons (it did not decode or validate), or `sink_refused`
+ * (it did, but the sink refused its row for good; `dlq-detail` carries the sink's message and code).
+ */
+export type DeadLetterReason = EventContractError['reason'] | 'sink_refused';
 
 export interface RejectedMessage {
   topic: string;
   partition: number;
   message: KafkaMessage;
-  error: EventContractError;
+  error: { reason: DeadLetterReason; message: string };
 }
 
 export const DEAD_LETTER_HEADERS = {

@@ -15,6 +15,7 @@ import { createPostgresPool } from '../common/postgres.js';
 import { TOPICS } from '../common/topics.js';
 import { DeadLetters } from './dead-letters.js';
 import { createOrderStoreSink, ensureOrderStore } from './order-store.js';
+import type { StuckPartition } from './partition-watch.js';
 import type { Sink } from './sink.js';
 import { type BatchLimits, type SinkConsumer, type SinkConsumerHooks, startSinkConsumer } from './sink-consumer.js';
 import { createWarehouseSink } from './warehouse-sink.js';
@@ -37,11 +38,22 @@ export interface IngestOptions {
   fromBeginning?: boolean;
   /** Group session timeout (default 30 s): how soon a dead ingest process's partitions move on. */
   sessionTimeoutMs?: number;
+  /** A partition with lag whose committed offset has not moved for this long is stuck (default INGEST_STUCK_AFTER_SECONDS). */
+  stuckAfterMs?: number;
   /** Fault injection for crash tests. */
   hooks?: { warehouse?: SinkConsumerHooks; orderStore?: SinkConsumerHooks };
 }
 
+export interface IngestHealth {
+  /** Partitions whose committed offset has not moved for the stuck time while messages wait: not ready. */
+  stuckPartitions: StuckPartition[];
+}
+
 export interface Ingest {
+  /** What readiness needs to know (the ops app's /readyz fails while a partition is stuck). */
+  health(): IngestHealth;
+  /** Reads every group's offsets now rather than at the next tick (tests, and a readiness probe that wants it fresh). */
+  checkPartitions(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -87,6 +99,7 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
         log: log.child({ sink: sink.name }),
         fromBeginning: options.fromBeginning,
         sessionTimeoutMs: options.sessionTimeoutMs,
+        stuckAfterMs: options.stuckAfterMs ?? settings.stuckAfterSeconds * 1000,
         hooks,
       }),
     );
@@ -115,6 +128,12 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
 
   let closing: Promise<void> | undefined;
   return {
+    health() {
+      return { stuckPartitions: consumers.flatMap((consumer) => consumer.stuckPartitions()) };
+    },
+    async checkPartitions() {
+      await Promise.all(consumers.map((consumer) => consumer.checkPartitions()));
+    },
     close() {
       // Consumers first (their last batch may still park dead letters), then the producer and pool.
       closing ??= (async () => {
@@ -128,7 +147,8 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
   };
 }
 
-export { DEAD_LETTER_HEADERS } from './dead-letters.js';
+export { DEAD_LETTER_HEADERS, type DeadLetterReason } from './dead-letters.js';
 export { ingestMetrics } from './metrics.js';
-export { applyOrderEvents, ensureOrderStore, ORDER_STORE_DDL } from './order-store.js';
+export { applyOrderEvents, ensureOrderStore, ORDER_STORE_DDL, OrderStoreError } from './order-store.js';
+export type { StuckPartition } from './partition-watch.js';
 export { WAREHOUSE_TABLES } from './warehouse-sink.js';

@@ -30,15 +30,25 @@ export const ingestMetrics = {
     help: 'Messages in the partition not yet written and committed by the group.',
     labelNames: ['group', 'topic', 'partition'],
   }),
+  partitionStuck: gauge<'group' | 'topic' | 'partition'>({
+    name: 'flashsale_ingest_partition_stuck',
+    help: '1 while the committed offset of a partition with lag has not moved for INGEST_STUCK_AFTER_SECONDS (the process is then not ready).',
+    labelNames: ['group', 'topic', 'partition'],
+  }),
   deadLetters: counter<'group' | 'topic' | 'reason'>({
     name: 'flashsale_ingest_dead_letters_total',
-    help: 'Messages sent to the dead-letter topic because they did not decode or validate.',
+    help: 'Messages sent to the dead-letter topic: they did not decode or validate, or the sink refused their row for good (sink_refused).',
     labelNames: ['group', 'topic', 'reason'],
   }),
-  sinkFailures: counter<'sink'>({
+  sinkFailures: counter<'sink' | 'retriable'>({
     name: 'flashsale_ingest_sink_failures_total',
-    help: 'Failed batch writes (retried while the partition is paused).',
-    labelNames: ['sink'],
+    help: 'Failed batch writes: retriable ones are retried with the partition paused, the others split the batch.',
+    labelNames: ['sink', 'retriable'],
+  }),
+  abandonedBatches: counter<'group' | 'reason'>({
+    name: 'flashsale_ingest_abandoned_batches_total',
+    help: 'Batches given up uncommitted because this member lost its place in the group (rebalance, eviction, coordinator move).',
+    labelNames: ['group', 'reason'],
   }),
   replayedBatches: counter<'sink'>({
     name: 'flashsale_ingest_replayed_batches_total',

@@ -102,14 +102,49 @@ function orderParams(event: OrderEvent): unknown[] {
   ];
 }
 
+/**
+ * A failed order-store write, with its SQLSTATE (or the socket error code) and whether a retry can help.
+ * Class 22 (data exception, e.g. a NUL character in text) and 23 (integrity constraint) mean PostgreSQL
+ * refuses the rows themselves: they fail again on every retry. Everything else (class 08 connection,
+ * 53 resources, 57P01-03 shutdown, 40001/40P01 serialization and deadlock, a missing table, a socket
+ * error) is retried: it costs time, never data.
+ */
+export class OrderStoreError extends Error {
+  readonly code: string;
+  readonly retriable: boolean;
+  constructor(message: string, options: { cause?: unknown; code: string; retriable: boolean }) {
+    super(message, { cause: options.cause });
+    this.name = 'OrderStoreError';
+    this.code = options.code;
+    this.retriable = options.retriable;
+  }
+}
+
+export function orderStoreErrorOf(error: unknown): OrderStoreError {
+  if (error instanceof OrderStoreError) return error;
+  const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : 'UNKNOWN';
+  const sqlState = /^[0-9A-Z]{5}$/.test(code);
+  const refused = sqlState && (code.startsWith('22') || code.startsWith('23'));
+  return new OrderStoreError(`order store write failed: ${(error as Error)?.message ?? String(error)}`, {
+    cause: error,
+    code,
+    retriable: !refused,
+  });
+}
+
 /** Applies order events in their Kafka order in one transaction; returns how many changed an order. */
 export async function applyOrderEvents(pool: pg.Pool, events: readonly OrderEvent[]): Promise<number> {
   if (events.length === 0) return 0;
-  const applied = await inTransaction(pool, async (client) => {
-    let changed = 0;
-    for (const event of events) changed += (await client.query(APPLY_ORDER_EVENT, orderParams(event))).rowCount ?? 0;
-    return changed;
-  });
+  let applied: number;
+  try {
+    applied = await inTransaction(pool, async (client) => {
+      let changed = 0;
+      for (const event of events) changed += (await client.query(APPLY_ORDER_EVENT, orderParams(event))).rowCount ?? 0;
+      return changed;
+    });
+  } catch (error) {
+    throw orderStoreErrorOf(error);
+  }
   ingestMetrics.orderTransitions.inc({ outcome: 'applied' }, applied);
   ingestMetrics.orderTransitions.inc({ outcome: 'ignored' }, events.length - applied);
   return applied;

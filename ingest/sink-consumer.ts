@@ -18,8 +18,9 @@ import { decodeEvent, EventContractError } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { DeadLetters, RejectedMessage } from './dead-letters.js';
 import { ingestMetrics } from './metrics.js';
+import { type PartitionWatch, type StuckPartition, watchPartitions } from './partition-watch.js';
 import { fenceMetadata, type ReplayFence, readFences } from './replay-fence.js';
-import type { Sink, SinkBatch, SourcedEvent } from './sink.js';
+import { isRefusedForGood, type Sink, type SinkBatch, type SourcedEvent } from './sink.js';
 
 export interface BatchLimits {
   maxRows: number;
@@ -48,12 +49,18 @@ export interface SinkConsumerOptions {
   fromBeginning?: boolean;
   /** How long the group waits for a silent member (a killed process) before giving its partitions away. */
   sessionTimeoutMs?: number;
+  /** A partition with lag whose committed offset has not moved for this long is stuck (not ready). */
+  stuckAfterMs: number;
   hooks?: SinkConsumerHooks;
 }
 
 export interface SinkConsumer {
   readonly groupId: string;
   readonly consumer: Consumer;
+  /** Partitions of this group stuck for longer than `stuckAfterMs` (see partition-watch.ts). */
+  stuckPartitions(): StuckPartition[];
+  /** Reads the group's offsets now instead of at the next tick. */
+  checkPartitions(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -62,8 +69,42 @@ class AbandonedBatch extends Error {}
 
 const MAX_RETRY_DELAY_MS = 5000;
 /** kafkajs error types meaning this member's assignment is changing or gone. */
-const GROUP_CHANGE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
+const GROUP_CHANGE_ERRORS = new Set([
+  'REBALANCE_IN_PROGRESS',
+  'NOT_COORDINATOR_FOR_GROUP',
+  'COORDINATOR_NOT_AVAILABLE',
+  'ILLEGAL_GENERATION',
+  'UNKNOWN_MEMBER_ID',
+  'FENCED_INSTANCE_ID',
+]);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The group error behind a failure, if any. kafkajs wraps a broker error (an OffsetCommit refused with
+ * UNKNOWN_MEMBER_ID, say) in an outer error whose own `type` is undefined, sometimes twice (retries
+ * exceeded around a non-retriable error), so the whole cause chain is read.
+ */
+export function groupChangeOf(error: unknown): string | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 8; depth++) {
+    const type = (current as { type?: unknown }).type;
+    if (typeof type === 'string' && GROUP_CHANGE_ERRORS.has(type)) return type;
+    current = current.cause ?? (current as { originalError?: unknown }).originalError;
+  }
+  return undefined;
+}
+
+/** Group errors meaning the coordinator no longer knows this member at all (evicted, or replaced). */
+const EVICTION_ERRORS = new Set(['UNKNOWN_MEMBER_ID', 'FENCED_INSTANCE_ID']);
+
+/** This member was evicted from the group: what it holds is abandoned and the consumer restarts. */
+class GroupPlaceLost extends Error {
+  // kafkajs restarts a consumer whose eachBatch threw a retriable error: a fresh join, new member id.
+  readonly retriable = true;
+  constructor(readonly reason: string) {
+    super(`this member lost its place in the group (${reason}); rejoining`);
+    this.name = 'GroupPlaceLost';
+  }
+}
 
 function decodeRun(topic: string, contractTopic: string, partition: number, messages: readonly KafkaMessage[]) {
   const events: SourcedEvent[] = [];
@@ -71,9 +112,9 @@ function decodeRun(topic: string, contractTopic: string, partition: number, mess
   for (const message of messages) {
     try {
       const raw = message.value;
-      // A string skips decodeEvent's defensive Buffer copy; the bytes themselves go on to the sink.
+      // The bytes themselves: decodeEvent checks they are UTF-8 before reading them, and they go on to the sink.
       events.push({
-        event: decodeEvent(raw === null ? null : raw.toString('utf8'), contractTopic),
+        event: decodeEvent(raw, contractTopic),
         partition,
         offset: message.offset,
         raw: raw ?? undefined,
@@ -130,11 +171,36 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
   // A step that failed for no group reason: thrown from the next eachBatch so kafkajs restarts the
   // consumer, which rejoins and reads from the committed offsets again.
   let fatal: Error | undefined;
+  // eachBatch calls parked on a lane; woken when the member loses its place so they throw at once.
+  const waiting = new Set<() => void>();
   const killLanes = () => {
     generation++;
     for (const lane of lanes.values()) lane.alive = false;
     lanes.clear();
   };
+  const heartbeatEveryMs = Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3));
+  /**
+   * A group error seen by a lane (an offset commit, a dead-letter send or a heartbeat refused): this
+   * member has lost its place, so every lane dies (nothing it holds may commit) and the eachBatch waiting
+   * on one returns at once, which lets kafkajs rejoin. For a rebalance kafkajs does that by itself on
+   * its next heartbeat. For an eviction (the coordinator forgot this member) the eachBatch throws, so
+   * kafkajs restarts the consumer, which joins with a new member id and reads from the committed offsets:
+   * kafkajs rejoins by itself only when it meets the error with its `type` on the outer error, which
+   * depends on the request that meets it (an OffsetCommit's is wrapped), and this must happen every time.
+   */
+  const loseGroupPlace = (reason: string, error: unknown) => {
+    if (fatal instanceof GroupPlaceLost) return;
+    ingestMetrics.abandonedBatches.inc({ group: groupId, reason });
+    const evicted = EVICTION_ERRORS.has(reason);
+    log.warn(
+      { err: error, reason },
+      `${sink.name}: this member lost its place in the group; abandoning its batches and ${evicted ? 'restarting the consumer' : 'rejoining'}`,
+    );
+    killLanes();
+    if (evicted) fatal = new GroupPlaceLost(reason);
+    for (const wake of waiting) wake();
+  };
+
   // The group is about to take partitions away (or just did): nothing queued may commit any more.
   consumer.on(consumer.events.REBALANCING, killLanes);
   consumer.on(consumer.events.CRASH, killLanes);
@@ -177,21 +243,52 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
         await step();
         return;
       } catch (error) {
-        if (GROUP_CHANGE_ERRORS.has((error as { type?: string }).type ?? '')) {
+        const groupChange = groupChangeOf(error);
+        if (groupChange) {
           lane.alive = false;
+          loseGroupPlace(groupChange, error);
           throw new AbandonedBatch();
         }
         assertAlive(lane);
         const delay = Math.min(MAX_RETRY_DELAY_MS, 100 * 2 ** attempt);
         log.warn({ err: error, topic: job.topic, partition: job.partition, attempt, delay }, `${sink.name}: ${what} failed; retrying`);
         await sleep(delay);
-        await job.heartbeat().catch(() => {});
+        await beat(lane, job);
       }
     }
   };
 
-  const writeWithRetry = async (lane: Lane, job: LaneJob) => {
-    const { batch } = job;
+  /** A heartbeat from a lane; one refused for a group reason means this member lost its place. */
+  const beat = async (lane: Lane, job: LaneJob) => {
+    if (!lane.alive) return;
+    try {
+      await job.heartbeat();
+    } catch (error) {
+      const groupChange = groupChangeOf(error);
+      if (groupChange && lane.alive) loseGroupPlace(groupChange, error);
+    }
+  };
+
+  /**
+   * Heartbeats while a sink write (or its retries) runs: kafkajs heartbeats only between batches, and
+   * eachBatch waits on this lane, so a write longer than the session timeout would otherwise get this
+   * member evicted mid-write. kafkajs sends at most one heartbeat per heartbeat interval whatever we call.
+   */
+  const whileHeartbeating = async <T>(lane: Lane, job: LaneJob, work: () => Promise<T>): Promise<T> => {
+    const timer = setInterval(() => void beat(lane, job), heartbeatEveryMs);
+    try {
+      return await work();
+    } finally {
+      clearInterval(timer);
+    }
+  };
+
+  /**
+   * Writes one batch or part, retrying what a retry can help with the partition paused (backpressure:
+   * no more fetches for it, the group membership kept). Resolves with nothing once written, or with the
+   * error when the sink refused the data for good.
+   */
+  const writeRetrying = async (lane: Lane, batch: SinkBatch): Promise<Error | undefined> => {
     const partitions = [{ topic: batch.topic, partitions: [batch.partition] }];
     let paused = false;
     try {
@@ -199,17 +296,17 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
         assertAlive(lane);
         try {
           await sink.write(batch);
-          return;
+          return undefined;
         } catch (error) {
-          ingestMetrics.sinkFailures.inc({ sink: sink.name });
+          const refused = isRefusedForGood(error);
+          ingestMetrics.sinkFailures.inc({ sink: sink.name, retriable: String(!refused) });
           assertAlive(lane);
-          // Backpressure: stop fetching this partition while its sink is failing, keep the group membership.
+          if (refused) return error as Error;
           if (!paused) consumer.pause(partitions);
           paused = true;
           const delay = Math.min(MAX_RETRY_DELAY_MS, 100 * 2 ** attempt);
           log.warn({ err: error, topic: batch.topic, partition: batch.partition, attempt, delay }, `${sink.name} write failed; retrying`);
           await sleep(delay);
-          await job.heartbeat().catch(() => {});
         }
       }
     } finally {
@@ -224,6 +321,47 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     }
   };
 
+  /**
+   * Writes a batch; when the sink refuses it for good, splits it in halves (by event index, so the parts
+   * depend on the batch's content only and a replay cuts the same parts under the same tokens) until
+   * the refused events stand alone. Resolves with those, to be parked as `sink_refused`; every other
+   * event is written.
+   */
+  const writeSplitting = async (lane: Lane, job: LaneJob): Promise<RejectedMessage[]> => {
+    const { batch } = job;
+    const refused: RejectedMessage[] = [];
+    const parts: SourcedEvent[][] = [batch.events];
+    while (parts.length > 0) {
+      const events = parts.shift()!;
+      const whole = events === batch.events;
+      const part: SinkBatch = whole
+        ? batch
+        : { ...batch, events, part: { firstOffset: events[0]!.offset, lastOffset: events.at(-1)!.offset } };
+      const error = await writeRetrying(lane, part);
+      if (!error) continue;
+      if (events.length === 1) {
+        const message = job.messages.find((m) => m.offset === events[0]!.offset)!;
+        const code = (error as { code?: unknown }).code;
+        refused.push({
+          topic: batch.topic,
+          partition: batch.partition,
+          message,
+          error: { reason: 'sink_refused', message: `${sink.name}${typeof code === 'string' ? ` ${code}` : ''}: ${error.message}` },
+        });
+        log.warn(
+          { err: error, topic: batch.topic, partition: batch.partition, offset: message.offset },
+          `${sink.name} refused an event; parking it`,
+        );
+        continue;
+      }
+      if (whole) log.warn({ err: error, topic: batch.topic, partition: batch.partition }, `${sink.name} refused a batch; splitting it`);
+      const half = Math.ceil(events.length / 2);
+      // Depth first, in offset order: the order store applies a shopper's events in the order they came.
+      parts.unshift(events.slice(0, half), events.slice(half));
+    }
+    return refused;
+  };
+
   const writeAndCommit = async (lane: Lane, job: LaneJob) => {
     const { topic, partition, batch } = job;
     const started = performance.now();
@@ -233,7 +371,11 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
       );
     }
     await persist(lane, job, 'dead-letter send', () => deadLetters.park(job.rejected));
-    if (batch.events.length > 0) await writeWithRetry(lane, job);
+    if (batch.events.length > 0) {
+      const refused = await whileHeartbeating(lane, job, () => writeSplitting(lane, job));
+      // Parked before the commit below: a crash in between replays the batch and parks them again.
+      if (refused.length > 0) await persist(lane, job, 'dead-letter send', () => deadLetters.park(refused));
+    }
     await hooks?.afterWrite?.(batch);
     const next = (BigInt(batch.lastOffset) + 1n).toString();
     const follower = sink.needsStableBatches ? job.follower : undefined;
@@ -298,7 +440,17 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     const before = lane.tail;
     const current = lane;
     lane.tail = before.then(() => runJob(key, current, job));
-    return before.then(() => assertAlive(current));
+    // Waits for the batch before, or for this member to lose its place, whichever comes first.
+    return new Promise<void>((resolve, reject) => {
+      const wake = () => {
+        waiting.delete(wake);
+        if (fatal) reject(fatal);
+        else if (!current.alive) reject(new AbandonedBatch());
+        else resolve();
+      };
+      waiting.add(wake);
+      void before.then(wake);
+    });
   };
 
   const consumePartitionRun = async (payload: EachBatchPayload) => {
@@ -341,11 +493,27 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
       // offset (the only one a restart or another member trusts) moves only after the write.
       payload.resolveOffset(run.at(-1)!.offset);
       await previousWritten;
-      await payload.heartbeat();
+      try {
+        await payload.heartbeat();
+      } catch (error) {
+        const groupChange = groupChangeOf(error);
+        if (!groupChange) throw error;
+        loseGroupPlace(groupChange, error);
+        // A rebalance: kafkajs's own handling of this error rejoins; an eviction restarts the consumer.
+        throw fatal ?? error;
+      }
     }
   };
 
   await admin.connect();
+  const watch: PartitionWatch = watchPartitions({
+    admin,
+    groupId,
+    topics: Object.keys(options.topics),
+    stuckAfterMs: options.stuckAfterMs,
+    fromBeginning: options.fromBeginning ?? true,
+    log,
+  });
   await consumer.connect();
   await consumer.subscribe({ topics: Object.keys(options.topics), fromBeginning: options.fromBeginning ?? true });
   await consumer.run({
@@ -365,10 +533,14 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
   return {
     groupId,
     consumer,
+    stuckPartitions: () => watch.stuck(),
+    checkPartitions: () => watch.poll(),
     async stop() {
       // Queued and in-flight batches are abandoned uncommitted (their fences make the replay exact).
+      watch.stop();
       const running = [...lanes.values()].map((lane) => lane.tail);
       killLanes();
+      for (const wake of waiting) wake();
       await consumer.disconnect();
       // An insert already handed to the warehouse finishes before the caller may close it.
       await Promise.allSettled(running);

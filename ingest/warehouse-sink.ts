@@ -30,23 +30,26 @@ export const DEDUP_INSERT_SETTINGS = {
  * Kafka offset, so a new token) would count a reservation twice. Order events are few, so each batch
  * drops the ones already stored: a primary-key range read (sale, ts) narrowed by event_id.
  */
-async function unseenOrderFacts(warehouse: Warehouse, rows: Record<string, unknown>[]): Promise<Record<string, unknown>[]> {
-  const unique = [...new Map(rows.map((row) => [row.event_id as string, row])).values()];
-  const times = unique.map((row) => row.ts as number);
+async function unseenOrderFacts(
+  warehouse: Warehouse,
+  orders: (SourcedEvent & { event: OrderEvent })[],
+): Promise<Record<string, unknown>[]> {
+  const unique = [...new Map(orders.map((sourced) => [sourced.event.event_id, sourced])).values()];
+  const times = unique.map(({ event }) => event.ts);
   const stored = await warehouse.query<{ id: string }>(
     `SELECT toString(event_id) AS id FROM ${WAREHOUSE_TABLES.orders}
      WHERE sale_id IN {sales:Array(String)}
        AND ts BETWEEN fromUnixTimestamp64Milli({from:Int64}) AND fromUnixTimestamp64Milli({to:Int64})
        AND event_id IN {ids:Array(UUID)}`,
     {
-      sales: [...new Set(unique.map((row) => row.sale_id as string))],
+      sales: [...new Set(unique.map(({ event }) => event.sale_id))],
       from: Math.min(...times),
       to: Math.max(...times),
-      ids: unique.map((row) => row.event_id as string),
+      ids: unique.map(({ event }) => event.event_id),
     },
   );
   const seen = new Set(stored.map((row) => row.id));
-  return unique.filter((row) => !seen.has(row.event_id as string));
+  return unique.filter(({ event }) => !seen.has(event.event_id)).map(orderFactRow);
 }
 
 /** The raw-bytes insert names its columns; an unknown key must fail the insert, never be dropped silently. */
@@ -82,10 +85,10 @@ export function createWarehouseSink(warehouse: Warehouse, log?: Logger): Sink {
     name: 'warehouse',
     needsStableBatches: true,
     async write(batch: SinkBatch) {
-      const orders: Record<string, unknown>[] = [];
+      const orders: (SourcedEvent & { event: OrderEvent })[] = [];
       const clicks: SourcedEvent[] = [];
       for (const sourced of batch.events) {
-        if (isOrder(sourced)) orders.push(orderFactRow(sourced));
+        if (isOrder(sourced)) orders.push(sourced);
         else clicks.push(sourced);
       }
       const token = batchToken(batch);
@@ -95,7 +98,7 @@ export function createWarehouseSink(warehouse: Warehouse, log?: Logger): Sink {
         await insertClicks(clicks, `${table}:${token}`);
         ingestMetrics.rowsWritten.inc({ sink: 'warehouse', table }, clicks.length);
       }
-      const fresh = orders.length > 0 ? await unseenOrderFacts(warehouse, orders) : orders;
+      const fresh = orders.length > 0 ? await unseenOrderFacts(warehouse, orders) : [];
       if (fresh.length > 0) {
         const table = WAREHOUSE_TABLES.orders;
         await warehouse.insert(table, fresh, { dedupToken: `${table}:${token}`, settings: { ...DEDUP_INSERT_SETTINGS } });

@@ -1,11 +1,12 @@
 // What shoppers do before buying (page views, product views, add-to-cart), reported by the shop's
 // front end. They go to the clickstream; a product view is also remembered for the sale, because a
 // purchase without any prior view is a bot signal.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { type SaleContext, shopperContext } from './context.js';
 import { saleError } from './errors.js';
 import { SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';
+import { shopperRouteLimits } from './rate-limits.js';
 import { track } from './track.js';
 
 const BrowsingEvent = Type.Union([
@@ -16,22 +17,25 @@ const BrowsingEvent = Type.Union([
     { additionalProperties: false },
   ),
 ]);
-type BrowsingEvent = Type.Static<typeof BrowsingEvent>;
 
-export function registerBrowsingRoutes(app: FastifyInstance, sc: SaleContext): void {
+export const browsingRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, { sc }) => {
   app.post(
     '/sales/:saleId/events',
     {
+      onRequest: shopperRouteLimits(app, sc.settings, ['address', 'shopper']),
       schema: {
         tags: ['shopper'],
         summary: 'Report a page view, product view or add-to-cart',
         params: Type.Object({ saleId: Type.String({ pattern: SALE_ID_PATTERN }) }),
         body: BrowsingEvent,
+        security: [{ ShopperSession: [] }],
+        response: { 202: Type.Object({ accepted: Type.Boolean() }, { description: 'Accepted for the clickstream.' }) },
+        errorStatuses: [429, 503],
       },
     },
     async (request, reply) => {
-      const { saleId } = request.params as { saleId: string };
-      const body = request.body as BrowsingEvent;
+      const { saleId } = request.params;
+      const body = request.body;
       const ctx = shopperContext(request, sc.settings)!;
       const { skus } = await sc.catalog.require(saleId);
       if (body.type === 'page_view') {
@@ -50,4 +54,4 @@ export function registerBrowsingRoutes(app: FastifyInstance, sc: SaleContext): v
       reply.code(202).send({ accepted: true });
     },
   );
-}
+};

@@ -7,7 +7,7 @@ import { saleError } from './errors.js';
 import type { OutboxRelay } from './outbox-relay.js';
 import type { CatalogSnapshots } from './sales.js';
 import type { SaleRedis } from './scripts.js';
-import { type AdmissionTicket, hashIp, readSession, type ShopperSession, tokenSignature } from './tokens.js';
+import { type AdmissionTicket, hashIp, readSession, type ShopperSession, sessionTokenDigest } from './tokens.js';
 
 export interface SaleSettings {
   tokenSecret: string;
@@ -18,6 +18,16 @@ export interface SaleSettings {
   ipBurst: number;
   shopperRatePerSecond: number;
   shopperBurst: number;
+  /** Light shopper routes (session, login, events, order reads, catalog, stock), per process. */
+  addressRequestsPerMinute: number;
+  shopperRequestsPerMinute: number;
+  /** Distinct accounts one address may bring into one sale's queue. */
+  queueAccountsPerAddress: number;
+  /**
+   * Load balancers whose X-Forwarded-For names the client (fastify trustProxy). Every per-address limit and
+   * the accounts-per-address cap count the client address, so behind a balancer this must name it.
+   */
+  trustedProxies: string[];
   admissionRatePerSecond: number;
   expirySweepMs: number;
   relayIntervalMs: number;
@@ -91,6 +101,12 @@ function fromRequest(request: FastifyRequest, session: ShopperSession, settings:
   return { session, ipHash: ipHashOf(request.ip, settings.tokenSecret), channel, device };
 }
 
+/** The verified session of the request's bearer token; null when there is none or it is not valid. */
+export function sessionOfRequest(request: FastifyRequest, settings: SaleSettings): ShopperSession | null {
+  const token = bearerToken(request);
+  return token ? verifiedSession(token, settings.tokenSecret) : null;
+}
+
 export function shopperContext(request: FastifyRequest, settings: SaleSettings, required = true): ShopperContext | null {
   const token = bearerToken(request);
   if (token === undefined) {
@@ -104,14 +120,15 @@ export function shopperContext(request: FastifyRequest, settings: SaleSettings, 
 
 /**
  * The shopper of a purchase whose verified admission ticket names the very session token the request
- * carries (see AdmissionTicket.session); null when it does not, and the caller verifies the session.
- * The token's own fields are not read: identity and the session's expiry come from the ticket, so a copied
- * signature gains nothing, and an expired session goes the usual way (and is refused there).
+ * carries (see AdmissionTicket.session: the SHA-256 of the whole token); null when it does not, and the
+ * caller verifies the session. Holding the ticket is not enough: only the token itself has that digest, and
+ * the ticket does not reveal the token. Identity and the session's expiry come from the ticket, and an
+ * expired session goes the usual way (and is refused there).
  */
 export function shopperOfTicket(request: FastifyRequest, ticket: AdmissionTicket, settings: SaleSettings): ShopperContext | null {
   const token = bearerToken(request);
   const session = ticket.session;
-  if (!token || !session || session.expiresAt <= Date.now() || tokenSignature(token) !== session.signature) return null;
+  if (!token || !session || session.expiresAt <= Date.now() || sessionTokenDigest(token) !== session.tokenDigest) return null;
   const { sessionId, anonId, expiresAt } = session;
   return fromRequest(request, { sessionId, anonId, userId: ticket.userId, expiresAt }, settings);
 }
@@ -120,7 +137,7 @@ export function shopperOfTicket(request: FastifyRequest, ticket: AdmissionTicket
 export function ticketSession(request: FastifyRequest, ctx: ShopperContext): AdmissionTicket['session'] {
   const token = bearerToken(request);
   const { sessionId, anonId, expiresAt } = ctx.session;
-  return token ? { sessionId, anonId, expiresAt, signature: tokenSignature(token) } : undefined;
+  return token ? { sessionId, anonId, expiresAt, tokenDigest: sessionTokenDigest(token) } : undefined;
 }
 
 export function requireShopper(ctx: ShopperContext): string {

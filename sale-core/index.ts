@@ -8,17 +8,18 @@ import { createKafka } from '../common/kafka.js';
 import { createLogger } from '../common/logger.js';
 import { createRedis } from '../common/redis.js';
 import { TOPICS } from '../common/topics.js';
-import { registerBrowsingRoutes } from './browsing.js';
+import { browsingRoutes } from './browsing.js';
 import { ClickstreamEmitter } from './clickstream.js';
 import type { SaleContext, SaleSettings } from './context.js';
 import { ACTIVE_SALES } from './keys.js';
 import { OutboxRelay } from './outbox-relay.js';
-import { registerOrderRoutes, startExpirySweeper } from './payment.js';
-import { registerPurchaseRoutes } from './purchase.js';
-import { CatalogSnapshots, registerSaleRoutes } from './sales.js';
+import { orderRoutes, startExpirySweeper } from './payment.js';
+import { purchaseRoutes } from './purchase.js';
+import { registerRateLimits } from './rate-limits.js';
+import { CatalogSnapshots, saleRoutes } from './sales.js';
 import { withSaleScripts } from './scripts.js';
-import { registerSessionRoutes } from './shopper-session.js';
-import { registerWaitingRoomRoutes } from './waiting-room.js';
+import { sessionRoutes } from './shopper-session.js';
+import { waitingRoomRoutes } from './waiting-room.js';
 
 export interface SaleCoreOptions {
   port?: number;
@@ -41,7 +42,7 @@ export interface SaleCore {
   close(): Promise<void>;
 }
 
-export function saleSettings(overrides: Partial<SaleSettings> = {}): SaleSettings {
+function saleSettings(overrides: Partial<SaleSettings> = {}): SaleSettings {
   const c = config().sale;
   return {
     tokenSecret: c.tokenSecret,
@@ -52,6 +53,10 @@ export function saleSettings(overrides: Partial<SaleSettings> = {}): SaleSetting
     ipBurst: c.ipBurst,
     shopperRatePerSecond: c.shopperRatePerSecond,
     shopperBurst: c.shopperBurst,
+    addressRequestsPerMinute: c.addressRequestsPerMinute,
+    shopperRequestsPerMinute: c.shopperRequestsPerMinute,
+    queueAccountsPerAddress: c.queueAccountsPerAddress,
+    trustedProxies: c.trustedProxies,
     admissionRatePerSecond: c.admissionRatePerSecond,
     expirySweepMs: c.expirySweepMs,
     relayIntervalMs: c.relayIntervalMs,
@@ -99,13 +104,16 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     name: 'sale-core',
     description: 'Flash-sale shopper API: catalog, waiting room, purchase, payment window, orders.',
     ready: async () => (await redis.ping()) === 'PONG',
+    fastify: settings.trustedProxies.length > 0 ? { trustProxy: settings.trustedProxies } : {},
   });
-  registerSaleRoutes(app, context);
-  registerSessionRoutes(app, context);
-  registerBrowsingRoutes(app, context);
-  registerWaitingRoomRoutes(app, context);
-  registerPurchaseRoutes(app, context);
-  registerOrderRoutes(app, context);
+  await registerRateLimits(app);
+  const routes = { sc: context };
+  await app.register(saleRoutes, routes);
+  await app.register(sessionRoutes, routes);
+  await app.register(browsingRoutes, routes);
+  await app.register(waitingRoomRoutes, routes);
+  await app.register(purchaseRoutes, routes);
+  await app.register(orderRoutes, routes);
 
   const background = options.background ?? true;
   let stopSweeper: () => Promise<void> = async () => {};
@@ -114,14 +122,9 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     stopSweeper = startExpirySweeper(redis, settings.activeSalesKey, settings.expirySweepMs, log);
   }
 
-  const port = options.port ?? config().sale.port;
-  const host = options.host ?? config().sale.host;
-  const url = await app.listen({ port, host });
-
-  let closed = false;
-  const drain = async () => {
-    if (closed) return;
-    closed = true;
+  // Shutdown belongs to the app: fastify runs onClose once the requests in flight have finished, however
+  // close was asked for (a signal, a test, the lead process).
+  app.addHook('onClose', async () => {
     await stopSweeper();
     // Give the relay a moment to publish what is already in the outbox; anything left stays there
     // for the next process's relay.
@@ -129,17 +132,13 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     await relay.stop();
     await clickstream.close();
     redis.disconnect();
-  };
-  if (options.handleSignals) closeOnSignals(app, drain);
-  return {
-    app,
-    url,
-    context,
-    async close() {
-      await app.close();
-      await drain();
-    },
-  };
+  });
+
+  const port = options.port ?? config().sale.port;
+  const host = options.host ?? config().sale.host;
+  const url = await app.listen({ port, host });
+  if (options.handleSignals) closeOnSignals(app);
+  return { app, url, context, close: () => app.close() };
 }
 
 export interface SaleBackground {
@@ -188,7 +187,3 @@ export async function startSaleBackground(
 }
 
 export type { SaleSettings } from './context.js';
-export { ACTIVE_SALES, saleKeys } from './keys.js';
-export { writeOffer } from './offers.js';
-export { readStockLedger } from './sales.js';
-export { issueSession, issueTicket } from './tokens.js';

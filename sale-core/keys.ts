@@ -11,7 +11,7 @@ export const ACTIVE_SALES = 'sales:active';
 export const SALE_ID_PATTERN = '^[a-z0-9][a-z0-9-]{0,39}$';
 export const SKU_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 
-// A purchase needs thirteen of a sale's key names: they are built once per sale, not once per request.
+// A purchase needs twelve of a sale's key names: they are built once per sale, not once per request.
 const keysBySale = new Map<string, SaleKeys>();
 
 export function saleKeys(saleId: string): SaleKeys {
@@ -33,16 +33,17 @@ function keyNames(saleId: string) {
     reserved: `${p}reserved`, // reserved, not yet paid
     sold: `${p}sold`, // paid
     initial: `${p}initial`,
-    bought: `${p}bought`, // "<user>|<sku>" → units the shopper holds (reserved or paid)
+    bought: `${p}bought`, // "<user>|<sku>" → units the shopper holds (reserved or paid); "ticket:<id>" → 1 once spent
     expiry: `${p}expiry`, // order id → expires_at (ms)
     outbox: `${p}outbox`, // order events waiting for Kafka
     viewed: `${p}viewed`, // shoppers who viewed a product (bot signal input)
     queue: `${p}queue`, // user → waiting-room position
     queueCounter: `${p}queue:n`,
+    queueAddresses: `${p}queue:ip`, // ip hash → accounts that joined the queue from that address
+    creating: `${p}creating`, // set while the sale is being created (see createSale)
     relayLease: `${p}relay-lease`,
     order: (orderId: string) => `${p}order:${orderId}`,
     idempotency: (userId: string, key: string) => `${p}idem:${userId}:${key}`,
-    ticketUsed: (ticketId: string) => `${p}ticket:${ticketId}`,
     rateByIp: (ipHash: string) => `${p}bucket:ip:${ipHash}`, // token buckets (scripts.ts TAKE_TOKEN)
     rateByShopper: (userId: string) => `${p}bucket:u:${userId}`,
     offer: (userId: string) => `${p}offer:${userId}`,

@@ -2,15 +2,16 @@
 // Paying is idempotent (a paid order answers "paid" again). Unpaid reservations expire and their units
 // go back to stock exactly once (the expiry script only acts on an order still 'reserved'). A payment
 // that arrives after expiry takes a unit back atomically if one is free, or is refused: never oversold.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { newEventId } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { counter } from '../common/metrics.js';
-import { requireShopper, type SaleContext, shopperContext } from './context.js';
-import { isSaleErrorCode, saleError } from './errors.js';
+import { requireShopper, type SaleContext, type SaleSettings, shopperContext } from './context.js';
+import { saleError } from './errors.js';
 import { saleIdOfOrder, saleKeys } from './keys.js';
-import type { SaleRedis } from './scripts.js';
+import { shopperRouteLimits } from './rate-limits.js';
+import { expireOrderScript, payOrderScript, type SaleRedis, takeTokensScript } from './scripts.js';
 
 const expiredTotal = counter({ name: 'flashsale_orders_expired_total', help: 'Reservations whose payment window closed unpaid.' });
 const paidTotal = counter({
@@ -21,32 +22,48 @@ const paidTotal = counter({
 
 export type PayResult =
   | { status: 'paid'; reacquired: boolean; alreadyPaid: boolean }
-  | { status: 'refused'; code: 'ORDER_NOT_FOUND' | 'ORDER_EXPIRED' };
+  | { status: 'refused'; code: 'ORDER_NOT_FOUND' }
+  | { status: 'refused'; code: 'ORDER_EXPIRED'; reason: LatePaymentRefusal };
+
+/** Why a payment after the window could not take a unit back. */
+export type LatePaymentRefusal = 'sale_ended' | 'unit_taken' | 'limit_reached';
+const LATE_PAYMENT_REFUSALS: Record<LatePaymentRefusal, string> = {
+  sale_ended: 'The sale has ended.',
+  unit_taken: 'The unit went to another shopper.',
+  limit_reached: 'You hold the most units of this product one shopper may buy.',
+};
 
 export async function payOrder(redis: SaleRedis, orderId: string, userId: string): Promise<PayResult> {
   const saleId = saleIdOfOrder(orderId);
   if (!saleId) return { status: 'refused', code: 'ORDER_NOT_FOUND' };
-  const k = saleKeys(saleId);
   const now = Date.now();
-  const [outcome, a, b] = await redis.payOrder(
-    k.order(orderId),
-    k.stock,
-    k.reserved,
-    k.sold,
-    k.bought,
-    k.expiry,
-    k.outbox,
-    k.meta,
-    userId,
+  const [outcome, a, b] = await payOrderScript(redis, {
+    saleId,
     orderId,
-    newEventId(now),
-    newEventId(now),
-  );
+    userId,
+    paidEventId: newEventId(now),
+    expiredEventId: newEventId(now),
+  });
   if (outcome === 'paid') {
     if (Number(b) !== 1) paidTotal.inc({ late: Number(a) === 1 ? 'yes' : 'no' });
     return { status: 'paid', reacquired: Number(a) === 1, alreadyPaid: Number(b) === 1 };
   }
-  return { status: 'refused', code: a === 'ORDER_EXPIRED' ? 'ORDER_EXPIRED' : 'ORDER_NOT_FOUND' };
+  if (a === 'ORDER_EXPIRED') return { status: 'refused', code: 'ORDER_EXPIRED', reason: String(b) as LatePaymentRefusal };
+  return { status: 'refused', code: 'ORDER_NOT_FOUND' };
+}
+
+/**
+ * One request's tokens from the sale's shared buckets of the client address and the shopper (the
+ * takeTokens script): 0 when taken, else the ms until the first bucket that refused has one again.
+ */
+export async function takeShopperTokens(
+  redis: SaleRedis,
+  saleId: string,
+  ipHash: string,
+  userId: string,
+  s: Pick<SaleSettings, 'ipRatePerSecond' | 'ipBurst' | 'shopperRatePerSecond' | 'shopperBurst'>,
+): Promise<number> {
+  return takeTokensScript(redis, { saleId, ipHash, userId, limits: s });
 }
 
 /** Expires every reservation of one sale whose window has closed; returns how many it expired. */
@@ -57,18 +74,7 @@ export async function expireReservations(redis: SaleRedis, saleId: string, batch
     const due = await redis.zrangebyscore(k.expiry, '-inf', Date.now(), 'LIMIT', 0, batch);
     if (due.length === 0) return total;
     const pipeline = redis.pipeline();
-    for (const orderId of due) {
-      (pipeline as unknown as SaleRedis).expireOrder(
-        k.order(orderId),
-        k.stock,
-        k.reserved,
-        k.bought,
-        k.expiry,
-        k.outbox,
-        orderId,
-        newEventId(),
-      );
-    }
+    for (const orderId of due) expireOrderScript(pipeline, { saleId, orderId, eventId: newEventId() });
     const results = (await pipeline.exec()) ?? [];
     let expired = 0;
     for (const [error, value] of results) if (!error && Number(value) === 1) expired++;
@@ -82,13 +88,18 @@ export async function expireReservations(redis: SaleRedis, saleId: string, batch
 /**
  * A sale leaves the active set once it has ended, no reservation awaits payment or expiry, and its
  * outbox is empty: the relay and the sweeper then stop visiting it. (A late payment can still re-acquire
- * nothing after the end, so nothing new can enter its outbox.)
+ * nothing after the end, so nothing new can enter its outbox.) So does the id a failed create left behind.
  */
 async function retireIfDone(redis: SaleRedis, activeSalesKey: string, saleId: string): Promise<void> {
   const k = saleKeys(saleId);
   const [status, endsAt] = await redis.hmget(k.meta, 'status', 'ends_at');
-  // No meta yet means the sale is being created (it joins the set first): keep it.
-  if (status === null || !(status === 'ended' || Date.now() >= Number(endsAt))) return;
+  if (status === null) {
+    // No meta: either the sale is being created (it joins the set first, under a marker) or its create
+    // failed and left the id behind. Without meta a sale cannot have taken an order, so the leftover goes.
+    if ((await redis.exists(k.creating)) === 0 && (await redis.xlen(k.outbox)) === 0) await redis.srem(activeSalesKey, saleId);
+    return;
+  }
+  if (!(status === 'ended' || Date.now() >= Number(endsAt))) return;
   if ((await redis.zcard(k.expiry)) === 0 && (await redis.xlen(k.outbox)) === 0) await redis.srem(activeSalesKey, saleId);
 }
 
@@ -119,12 +130,37 @@ export function startExpirySweeper(redis: SaleRedis, activeSalesKey: string, int
 
 const OrderParams = Type.Object({ orderId: Type.String({ minLength: 1, maxLength: 128 }) });
 
-export function registerOrderRoutes(app: FastifyInstance, sc: SaleContext): void {
+export const orderRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, { sc }) => {
   app.get(
     '/orders/:orderId',
-    { schema: { tags: ['shopper'], summary: 'Your order and its status', params: OrderParams } },
+    {
+      onRequest: shopperRouteLimits(app, sc.settings, ['address', 'shopper']),
+      schema: {
+        tags: ['shopper'],
+        summary: 'Your order and its status',
+        params: OrderParams,
+        security: [{ ShopperSession: [] }],
+        response: {
+          200: Type.Object(
+            {
+              order_id: Type.String(),
+              sale_id: Type.String(),
+              sku: Type.String(),
+              qty: Type.Integer(),
+              price: Type.Integer({ description: 'cents per unit' }),
+              status: Type.String({ description: 'reserved, paid or expired' }),
+              expires_at: Type.Integer({ description: 'epoch ms' }),
+              offer_id: Type.Union([Type.String(), Type.Null()]),
+              paid_at: Type.Union([Type.Integer(), Type.Null()]),
+            },
+            { additionalProperties: true },
+          ),
+        },
+        errorStatuses: [429, 503],
+      },
+    },
     async (request) => {
-      const { orderId } = request.params as { orderId: string };
+      const { orderId } = request.params;
       const userId = requireShopper(shopperContext(request, sc.settings)!);
       const saleId = saleIdOfOrder(orderId);
       if (!saleId) throw saleError('ORDER_NOT_FOUND');
@@ -135,10 +171,10 @@ export function registerOrderRoutes(app: FastifyInstance, sc: SaleContext): void
       return {
         order_id: orderId,
         sale_id: saleId,
-        sku: o.sku,
+        sku: o.sku ?? '',
         qty: Number(o.qty),
         price: Number(o.price),
-        status: o.status,
+        status: o.status ?? '',
         expires_at: Number(o.expires_at),
         offer_id: o.offer_id || null,
         paid_at: o.paid_at ? Number(o.paid_at) : null,
@@ -149,6 +185,8 @@ export function registerOrderRoutes(app: FastifyInstance, sc: SaleContext): void
   app.post(
     '/orders/:orderId/pay',
     {
+      // Per address before anything else; the shared per-address and per-shopper buckets in Redis follow.
+      onRequest: shopperRouteLimits(app, sc.settings, ['address']),
       schema: {
         tags: ['shopper'],
         summary: 'Pay for a reservation (simulated provider; idempotent)',
@@ -159,28 +197,27 @@ export function registerOrderRoutes(app: FastifyInstance, sc: SaleContext): void
             { additionalProperties: false },
           ),
         ),
+        security: [{ ShopperSession: [] }],
+        response: {
+          200: Type.Object(
+            { order_id: Type.String(), status: Type.String(), late_reacquired: Type.Boolean(), already_paid: Type.Boolean() },
+            { additionalProperties: true },
+          ),
+        },
+        errorStatuses: [402, 409, 429, 503],
       },
     },
     async (request) => {
-      const { orderId } = request.params as { orderId: string };
-      const body = (request.body ?? {}) as { outcome?: 'approve' | 'decline' };
+      const { orderId } = request.params;
+      const body = request.body ?? {};
       const shopper = shopperContext(request, sc.settings)!;
       const userId = requireShopper(shopper);
       const saleId = saleIdOfOrder(orderId);
       if (!saleId) throw saleError('ORDER_NOT_FOUND');
       const k = saleKeys(saleId);
-      const wait = await sc.redis
-        .takeTokens(
-          k.rateByIp(shopper.ipHash),
-          k.rateByShopper(userId),
-          sc.settings.ipRatePerSecond,
-          sc.settings.ipBurst,
-          sc.settings.shopperRatePerSecond,
-          sc.settings.shopperBurst,
-        )
-        .catch(() => {
-          throw saleError('STORE_UNAVAILABLE');
-        });
+      const wait = await takeShopperTokens(sc.redis, saleId, shopper.ipHash, userId, sc.settings).catch(() => {
+        throw saleError('STORE_UNAVAILABLE');
+      });
       if (wait > 0) throw saleError('RATE_LIMITED', undefined, wait);
       if (body.outcome === 'decline') {
         const status = await sc.redis.hget(k.order(orderId), 'user');
@@ -193,9 +230,13 @@ export function registerOrderRoutes(app: FastifyInstance, sc: SaleContext): void
       } catch {
         throw saleError('STORE_UNAVAILABLE');
       }
-      if (result.status === 'refused') throw saleError(isSaleErrorCode(result.code) ? result.code : 'ORDER_NOT_FOUND');
+      if (result.status === 'refused') {
+        throw result.code === 'ORDER_EXPIRED'
+          ? saleError('ORDER_EXPIRED', LATE_PAYMENT_REFUSALS[result.reason])
+          : saleError('ORDER_NOT_FOUND');
+      }
       sc.relay.nudge();
       return { order_id: orderId, status: 'paid', late_reacquired: result.reacquired, already_paid: result.alreadyPaid };
     },
   );
-}
+};

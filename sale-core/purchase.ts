@@ -3,7 +3,7 @@
 // records the reservation with its payment deadline, counts the shopper, and appends order_reserved to
 // the sale's outbox (see scripts.ts). The shopper gets 202 with the order id; a replay of the same
 // key returns the same answer, even after the ticket was spent.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { counter } from '../common/metrics.js';
 import {
@@ -15,15 +15,16 @@ import {
   shopperContext,
   shopperOfTicket,
 } from './context.js';
-import { isSaleErrorCode, type SaleErrorCode, saleError, soldOut } from './errors.js';
+import { isSaleErrorCode, rejectReason, type SaleErrorCode, saleError, soldOut } from './errors.js';
 import { newOrderEventId as newEventId } from './ids.js';
 import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';
+import { reserveUnitScript } from './scripts.js';
 import { checkTicket, type TicketCheck } from './tokens.js';
 import { track } from './track.js';
 
 const outcomes = counter({ name: 'flashsale_purchase_outcomes_total', help: 'Purchase attempts by outcome.', labelNames: ['outcome'] });
 
-export const PurchaseBody = Type.Object(
+const PurchaseBody = Type.Object(
   {
     sku: Type.String({ pattern: SKU_PATTERN }),
     qty: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 1 })),
@@ -32,7 +33,7 @@ export const PurchaseBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const OrderAnswer = Type.Object({
+const OrderAnswer = Type.Object({
   order_id: Type.String(),
   status: Type.String(),
   sku: Type.String(),
@@ -47,9 +48,17 @@ const reservedOutcome = outcomes.labels('reserved');
 const replayedOutcome = outcomes.labels('replayed');
 
 /** Counts and records a refused purchase; returns the error to throw at the shopper. */
-function rejectPurchase(sc: SaleContext, shopper: ShopperContext, saleId: string, sku: string, code: SaleErrorCode, retryAfterMs?: number) {
+function rejectPurchase(
+  sc: SaleContext,
+  shopper: ShopperContext,
+  saleId: string,
+  sku: string,
+  code: SaleErrorCode,
+  retryAfterMs?: number,
+  offerId: string | null = null,
+) {
   outcomes.inc({ outcome: code });
-  track(sc, shopper, saleId, sku, { type: 'purchase_rejected', reason: code });
+  track(sc, shopper, saleId, sku, { type: 'purchase_rejected', reason: rejectReason(code) }, { offer_id: offerId });
   return code === 'SALE_SOLD_OUT' ? soldOut(retryAfterMs ?? 0) : saleError(code, undefined, retryAfterMs);
 }
 
@@ -61,14 +70,14 @@ export interface ReserveRequest {
   sku: string;
   qty: number;
   ticketId: string;
-  ticketExpiresAt: number;
   idempotencyKey: string;
   shopper: ShopperContext;
 }
 
+/** `offerId`: the shopper's offer for the SKU, as the script found it (null: none, or not read yet). */
 export type ReserveResult =
-  | { outcome: 'reserved' | 'replayed'; answer: string; botSignals: string[] }
-  | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number };
+  | { outcome: 'reserved' | 'replayed'; answer: string; botSignals: string[]; offerId: string | null }
+  | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number; offerId: string | null };
 
 // The settings the purchase script needs, as its one `limits` argument (see scripts.ts), built once per
 // settings object.
@@ -84,44 +93,37 @@ function scriptLimits(s: SaleSettings): string {
 
 /** The atomic reservation; the HTTP route and the race tests both call this. */
 export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<ReserveResult> {
-  const k = saleKeys(r.saleId);
-  const s = sc.settings;
   // The order id is "<sale>.<the order_reserved event's UUIDv7>": unique, time-ordered, and the script
   // reads the event id back out of it.
-  const orderId = orderIdFor(r.saleId, newEventId());
-  const reply = await sc.redis.reserveUnit(
-    k.meta,
-    k.stock,
-    k.reserved,
-    k.bought,
-    k.idempotency(r.userId, r.idempotencyKey),
-    k.ticketUsed(r.ticketId),
-    k.order(orderId),
-    k.expiry,
-    k.outbox,
-    k.rateByIp(r.shopper.ipHash),
-    k.rateByShopper(r.userId),
-    k.offer(r.userId),
-    k.viewed,
-    r.userId,
-    r.sku,
-    r.qty,
-    orderId,
-    r.ticketExpiresAt,
-    JSON.stringify(envelope(r.shopper, r.saleId, r.sku)).slice(0, -1), // the script appends the order's fields
-    scriptLimits(s),
-    r.shopper.session.sessionId,
-  );
-  const [outcome, a, b] = reply;
+  const reply = await reserveUnitScript(sc.redis, {
+    saleId: r.saleId,
+    userId: r.userId,
+    sku: r.sku,
+    qty: r.qty,
+    orderId: orderIdFor(r.saleId, newEventId()),
+    ticketId: r.ticketId,
+    idempotencyKey: r.idempotencyKey,
+    ipHash: r.shopper.ipHash,
+    sessionId: r.shopper.session.sessionId,
+    envelopeJson: JSON.stringify(envelope(r.shopper, r.saleId, r.sku)).slice(0, -1),
+    limits: scriptLimits(sc.settings),
+  });
+  const [outcome, a, b, c] = reply;
+  const offerId = c ? String(c) : null;
   // The answer is JSON the script built (see scripts.ts): sent as is, not parsed and re-serialised.
-  if (outcome === 'ok') return { outcome: 'reserved', answer: String(a), botSignals: b ? String(b).split(',') : [] };
-  if (outcome === 'replay') return { outcome: 'replayed', answer: String(a), botSignals: [] };
+  if (outcome === 'ok') return { outcome: 'reserved', answer: String(a), botSignals: b ? String(b).split(',') : [], offerId };
+  if (outcome === 'replay') return { outcome: 'replayed', answer: String(a), botSignals: [], offerId };
   const code = String(a);
   if (!isSaleErrorCode(code)) throw new Error(`reserveUnit answered an unknown code ${code}`);
-  return { outcome: 'rejected', code, retryAfterMs: code === 'RATE_LIMITED' || code === 'SALE_SOLD_OUT' ? Number(b) : undefined };
+  return {
+    outcome: 'rejected',
+    code,
+    retryAfterMs: code === 'RATE_LIMITED' || code === 'SALE_SOLD_OUT' ? Number(b) : undefined,
+    offerId,
+  };
 }
 
-export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): void {
+export const purchaseRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, { sc }) => {
   app.post(
     '/sales/:saleId/purchase',
     {
@@ -130,12 +132,23 @@ export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): v
         summary: 'Reserve units (needs an admission ticket and an Idempotency-Key header)',
         params: Type.Object({ saleId: Type.String({ pattern: SALE_ID_PATTERN }) }),
         body: PurchaseBody,
+        security: [{ ShopperSession: [] }],
+        handlerHeaders: Type.Object({
+          'idempotency-key': Type.String({
+            pattern: '^[A-Za-z0-9_-]{8,128}$',
+            description: 'One key per purchase: a retry with the same key gets the same answer and never buys twice.',
+          }),
+        }),
         response: { 202: OrderAnswer },
+        errorStatuses: [403, 409, 422, 429, 503],
       },
     },
     async (request, reply) => {
-      const { saleId } = request.params as { saleId: string };
-      const body = request.body as Type.Static<typeof PurchaseBody>;
+      // The attempt happened when the request arrived: its event is built after the script (it carries the
+      // bot signals the script saw) but stamped with this, so a funnel orders attempt before reserved.
+      const arrivedAt = Date.now();
+      const { saleId } = request.params;
+      const body = request.body;
       const qty = body.qty ?? 1;
       // The ticket first: when it names this request's session token, it is the shopper's identity too
       // (one signature check instead of two). Otherwise the session is verified as on every other route,
@@ -165,27 +178,31 @@ export function registerPurchaseRoutes(app: FastifyInstance, sc: SaleContext): v
           sku: body.sku,
           qty,
           ticketId: ticket.ticket.ticketId,
-          ticketExpiresAt: ticket.ticket.expiresAt,
           idempotencyKey: key,
           shopper,
         });
       } catch (error) {
-        track(sc, shopper, saleId, body.sku, { type: 'purchase_attempt', qty });
+        track(sc, shopper, saleId, body.sku, { type: 'purchase_attempt', qty }, { ts: arrivedAt });
         request.log.warn({ err: error }, 'reserveUnit failed: Redis unavailable');
         throw rejectPurchase(sc, shopper, saleId, body.sku, 'STORE_UNAVAILABLE', 1000);
       }
-      // The attempt is recorded after the script, so it carries the bot signals the script saw.
       track(
         sc,
         shopper,
         saleId,
         body.sku,
         { type: 'purchase_attempt', qty },
-        { bot_signals: result.outcome === 'rejected' ? [] : result.botSignals },
+        { bot_signals: result.outcome === 'rejected' ? [] : result.botSignals, offer_id: result.offerId, ts: arrivedAt },
       );
-      if (result.outcome === 'rejected') throw rejectPurchase(sc, shopper, saleId, body.sku, result.code, result.retryAfterMs);
+      if (result.outcome === 'rejected')
+        throw rejectPurchase(sc, shopper, saleId, body.sku, result.code, result.retryAfterMs, result.offerId);
       (result.outcome === 'reserved' ? reservedOutcome : replayedOutcome).inc();
-      reply.code(202).type('application/json; charset=utf-8').send(result.answer);
+      // JSON the script built, in OrderAnswer's shape (see scripts.ts): a string with a JSON content type is
+      // sent as is, so the type says what the bytes are, not what is passed.
+      reply
+        .code(202)
+        .type('application/json; charset=utf-8')
+        .send(result.answer as unknown as Type.Static<typeof OrderAnswer>);
     },
   );
-}
+};

@@ -5,7 +5,8 @@
 // one step, or two shoppers can both see the last unit. Each script is also safe to run twice (ioredis
 // re-sends unanswered commands after a reconnect): purchases replay through the idempotency key,
 // payments and expiries through the order status.
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { saleKeys } from './keys.js';
 
 // Redis time, not the caller's clock: every sale-core process then agrees on "live" and "expired".
 const NOW = `
@@ -21,19 +22,28 @@ end
 // Returns 0 when a token was taken, else the ms until one is available; and the ms since this bucket's
 // previous admitted request (for the "inhuman rate" bot signal; -1 when unknown). A refused request
 // writes nothing: the refill is a function of time, so the bucket ends up the same.
+// bucket_state works on a value already read, so the purchase reads both its buckets (and its idempotency
+// key) in one MGET; spend_token writes the bucket once a token is taken.
 const TAKE_TOKEN = `
-local function take_token(key, rate, burst, now)
+local function bucket_state(v, rate, burst, now)
   local full = burst * 1000
   local tokens, since = full, -1
-  local v = redis.call('GET', key)
   if v then
     local sep = string.find(v, ':', 1, true)
     tokens = tonumber(string.sub(v, 1, sep - 1))
     since = now - tonumber(string.sub(v, sep + 1))
     if since > 0 then tokens = math.min(full, tokens + since * rate) end
   end
-  if tokens < 1000 then return math.ceil((1000 - tokens) / rate), since end
-  redis.call('SET', key, string.format('%d:%d', tokens - 1000, now), 'PX', string.format('%d', math.ceil(full / rate) + 1000))
+  if tokens < 1000 then return math.ceil((1000 - tokens) / rate), since, tokens end
+  return 0, since, tokens
+end
+local function spend_token(key, tokens, rate, burst, now)
+  redis.call('SET', key, string.format('%d:%d', tokens - 1000, now), 'PX', string.format('%d', math.ceil(burst * 1000 / rate) + 1000))
+end
+local function take_token(key, rate, burst, now)
+  local wait, since, tokens = bucket_state(redis.call('GET', key), rate, burst, now)
+  if wait > 0 then return wait, since end
+  spend_token(key, tokens, rate, burst, now)
   return 0, since
 end
 `;
@@ -82,61 +92,77 @@ end
 `;
 
 /**
- * reserveUnit — KEYS: meta stock reserved bought idem ticketUsed order expiry outbox rateIp rateShopper
- * offer viewed. ARGV: user sku qty orderId ticketExpiresAt ctxJson limits sessionId, where `limits` is
+ * reserveUnit — KEYS: meta stock reserved bought idem order expiry outbox rateIp rateShopper offer viewed.
+ * ARGV: user sku qty orderId ctxJson limits sessionId ticketId, where `limits` is
  * "<ipRate> <ipBurst> <shopperRate> <shopperBurst> <idemTtlMs>" (one argument: each argument costs the
  * client ~0.5 µs to write, and these are the same for every purchase). The event id is the order id's
- * UUID, the ticket id is in the ticket key: neither is sent twice.
- * Returns {'ok', answerJson, signalsCsv} | {'replay', answerJson} | {'err', code, retryMs}.
+ * UUID: not sent twice. A spent ticket is the field `ticket:<id>` of `bought` (kept as long as the sale's
+ * keys), so the ticket check and the limit check are one HMGET, and spending it and counting the shopper one HSET.
+ * Returns {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '', offerId} | {'err', code, retryMs,
+ * offerId}, offerId '' when the shopper has no offer for this SKU (or the answer came before it was read).
  */
 const RESERVE_UNIT = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
-local meta, stock, reserved, bought, idem, ticket_used, order_key, expiry, outbox, rl_ip, rl_user, offer_key, viewed =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local meta, stock, reserved, bought, idem, order_key, expiry, outbox, rl_ip, rl_user, offer_key, viewed =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local user, sku, qty_s, order_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local qty, ticket_exp = tonumber(qty_s), tonumber(ARGV[5])
+local qty = tonumber(qty_s)
+local held_field = user .. '|' .. sku
+-- A spent ticket is a field of the same hash as the shopper's count: read with it, written with it.
+local ticket_field = 'ticket:' .. ARGV[8]
 local event_id = string.sub(order_id, string.find(order_id, '.', 1, true) + 1)
-local ip_rate, ip_burst, user_rate, user_burst, idem_ttl = string.match(ARGV[7], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+local ip_rate, ip_burst, user_rate, user_burst, idem_ttl = string.match(ARGV[6], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
 local fingerprint = sku .. '|' .. qty_s
 local now = now_ms()
 
-local wait = take_token(rl_ip, tonumber(ip_rate), tonumber(ip_burst), now)
+-- Both buckets and the idempotency key in one read (all in the sale's slot).
+local got = redis.call('MGET', rl_ip, rl_user, idem)
+local ipr, ipb, ur, ub = tonumber(ip_rate), tonumber(ip_burst), tonumber(user_rate), tonumber(user_burst)
+local wait, _, ip_tokens = bucket_state(got[1], ipr, ipb, now)
 if wait > 0 then return {'err', 'RATE_LIMITED', wait} end
-local wait_u, since = take_token(rl_user, tonumber(user_rate), tonumber(user_burst), now)
+spend_token(rl_ip, ip_tokens, ipr, ipb, now)
+local wait_u, since, user_tokens = bucket_state(got[2], ur, ub, now)
 if wait_u > 0 then return {'err', 'RATE_LIMITED', wait_u} end
+spend_token(rl_user, user_tokens, ur, ub, now)
 
-local prior = redis.call('GET', idem)
+-- The offer first, so every answer from here on names it (the clickstream's attempt and rejection carry it).
+local offer_id = false
+local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'sku', 'price', 'early_access_ms')
+if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then offer_id = of[1] end
+local offer_s = offer_id or ''
+
+local prior = got[3]
 if prior then
   local nl = string.find(prior, '\\n', 1, true)
-  if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0} end
-  return {'replay', string.sub(prior, nl + 1)}
+  if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s} end
+  return {'replay', string.sub(prior, nl + 1), '', offer_s}
 end
 
 local m = redis.call('HMGET', meta, 'status', 'starts_at', 'ends_at', 'window_ms', 'price:' .. sku, 'limit:' .. sku)
-if not m[1] then return {'err', 'SALE_NOT_FOUND', 0} end
+if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s} end
 local price_s = m[5]
-if not price_s then return {'err', 'SKU_NOT_FOUND', 0} end
-if redis.call('EXISTS', ticket_used) == 1 then return {'err', 'TICKET_REUSED', 0} end
+if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s} end
+local h = redis.call('HMGET', bought, held_field, ticket_field)
+if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s} end
 
-local offer_id = false
 local early_ms = 0
-local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'sku', 'price', 'early_access_ms')
-if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then
-  offer_id = of[1]
+if offer_id then
   if of[2] == 'price' and tonumber(of[4]) then price_s = string.format('%d', tonumber(of[4])) end
   if of[2] == 'early_access' then early_ms = tonumber(of[5]) or 0 end
 end
 
 local starts_at, ends_at = tonumber(m[2]), tonumber(m[3])
-if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0} end
+if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0, offer_s} end
 
-local held_field = user .. '|' .. sku
-local held = tonumber(redis.call('HGET', bought, held_field)) or 0
-if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0} end
+local held = tonumber(h[1]) or 0
+if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0, offer_s} end
 local available = tonumber(redis.call('HGET', stock, sku)) or 0
-if available < qty then return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now)} end
+if available < qty then
+  if available > 0 then return {'err', 'SALE_FEWER_LEFT', 0, offer_s} end
+  return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now), offer_s}
+end
 
 local signals = {}
-if redis.call('SISMEMBER', viewed, ARGV[8]) == 0 then table.insert(signals, 'no_prior_view') end
+if redis.call('SISMEMBER', viewed, ARGV[7]) == 0 then table.insert(signals, 'no_prior_view') end
 if since >= 0 and since < 100 then table.insert(signals, 'inhuman_rate') end
 
 -- Numbers go to Redis and into JSON as strings made once: qty_s is the caller's validated integer.
@@ -144,20 +170,20 @@ local now_s = string.format('%d', now)
 local expires_s = string.format('%d', now + tonumber(m[4]))
 redis.call('HINCRBY', stock, sku, '-' .. qty_s)
 redis.call('HINCRBY', reserved, sku, qty_s)
-redis.call('HINCRBY', bought, held_field, qty_s)
-redis.call('SET', ticket_used, '1', 'PX', string.format('%d', math.max(1000, ticket_exp - now + 60000)))
+-- The count set (not incremented: the script read it) and the ticket spent, in one call.
+redis.call('HSET', bought, held_field, string.format('%d', held + qty), ticket_field, '1')
 
--- JSON by concatenation (cjson costs more than the rest of the script): ARGV[6] is the envelope's JSON
+-- JSON by concatenation (cjson costs more than the rest of the script): ARGV[5] is the envelope's JSON
 -- without its closing brace; every value added here is an id or SKU already validated against a
 -- pattern without quotes or backslashes, an integer string, or an offer id that goes through cjson.
 local signals_json = ''
 if #signals > 0 then signals_json = ',"bot_signals":["' .. table.concat(signals, '","') .. '"]' end
-local ctx = ARGV[6] .. signals_json .. '}'
+local ctx = ARGV[5] .. signals_json .. '}'
 local offer_json = 'null'
 if offer_id then offer_json = cjson.encode(offer_id) end
 local order_fields = ',"order_id":"' .. order_id .. '","price":' .. price_s .. ',"qty":' .. qty_s
   .. ',"status":"reserved","expires_at":' .. expires_s
-local event = ARGV[6] .. signals_json .. ',"event_id":"' .. event_id .. '","type":"order_reserved","ts":' .. now_s
+local event = ARGV[5] .. signals_json .. ',"event_id":"' .. event_id .. '","type":"order_reserved","ts":' .. now_s
   .. order_fields
 if offer_id then event = event .. ',"offer_id":' .. offer_json end
 event = event .. '}'
@@ -169,13 +195,14 @@ redis.call('XADD', outbox, '*', 'k', user, 'e', event)
 local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
   .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
 redis.call('SET', idem, fingerprint .. '\\n' .. answer, 'PX', idem_ttl)
-return {'ok', answer, table.concat(signals, ',')}
+return {'ok', answer, table.concat(signals, ','), offer_s}
 `;
 
 /**
  * payOrder — KEYS: order stock reserved sold bought expiry outbox meta (which holds limit:<sku>).
  * ARGV: user orderId paidEventId expiredEventId.
- * Returns {'paid', reacquired(0/1), alreadyPaid(0/1)} | {'err', code}.
+ * Returns {'paid', reacquired(0/1), alreadyPaid(0/1)} | {'err', code, reason} (ORDER_EXPIRED: why the unit could
+ * not be taken back, 'sale_ended' | 'unit_taken' | 'limit_reached').
  */
 const PAY_ORDER = `${NOW}${EXPIRE_ORDER}
 local order_key, stock, reserved, sold, bought, expiry, outbox, meta =
@@ -207,12 +234,13 @@ end
 
 -- A late payment: take a unit back only if one is free, the sale still runs and the shopper's limit allows.
 local m = redis.call('HMGET', meta, 'status', 'ends_at', 'limit:' .. sku)
-if m[1] == 'ended' or now >= tonumber(m[2]) then return {'err', 'ORDER_EXPIRED'} end
+if m[1] == 'ended' or now >= tonumber(m[2]) then return {'err', 'ORDER_EXPIRED', 'sale_ended'} end
 local held_field = user .. '|' .. sku
 local held = tonumber(redis.call('HGET', bought, held_field)) or 0
 local limit = tonumber(m[3]) or 1
 local available = tonumber(redis.call('HGET', stock, sku)) or 0
-if available < qty or held + qty > limit then return {'err', 'ORDER_EXPIRED'} end
+if available < qty then return {'err', 'ORDER_EXPIRED', 'unit_taken'} end
+if held + qty > limit then return {'err', 'ORDER_EXPIRED', 'limit_reached'} end
 redis.call('HINCRBY', stock, sku, -qty)
 redis.call('HINCRBY', sold, sku, qty)
 redis.call('HINCRBY', bought, held_field, qty)
@@ -231,49 +259,62 @@ return 1
 `;
 
 /**
- * admitShopper — KEYS: meta queue queueCounter stock offer rateIp rateShopper expiry.
- * ARGV: user join(0/1) ipRate ipBurst shopperRate shopperBurst.
- * SALE_SOLD_OUT carries the ms until a held unit may come back (0: none will).
- * Returns {'admitted', position, joinedNow} | {'waiting', position, ahead, etaMs, joinedNow} | {'err', code, retryMs}.
+ * joinQueue — KEYS: meta queue queueCounter stock offer rateIp rateShopper expiry queueAddresses.
+ * ARGV: user ipRate ipBurst shopperRate shopperBurst ipHash accountsPerAddress.
+ * The one Redis step of a waiting shopper: the place is assigned once (a second join answers the same
+ * place and writes nothing but the rate buckets), and the offer that changes admission is read here, once.
+ * Admission itself is decided in-process from the signed place (waiting-room.ts), so polls cost Redis nothing.
+ * Returns {'joined', position, joinedNow, unitsLeft, offerId, offerKind, earlyAccessMs} | {'err', code, retryMs[, position]}
+ * (SALE_SOLD_OUT: the ms until a held unit may come back, 0 = final, and the place the shopper had, '' when none).
  */
-const ADMIT_SHOPPER = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
-local meta, queue, counter, stock, offer_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+const JOIN_QUEUE = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
+local meta, queue, counter, stock, offer_key, addresses = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9]
 local user = ARGV[1]
 local now = now_ms()
-local wait = take_token(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+local wait = take_token(KEYS[6], tonumber(ARGV[2]), tonumber(ARGV[3]), now)
 if wait > 0 then return {'err', 'RATE_LIMITED', wait} end
-wait = take_token(KEYS[7], tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+wait = take_token(KEYS[7], tonumber(ARGV[4]), tonumber(ARGV[5]), now)
 if wait > 0 then return {'err', 'RATE_LIMITED', wait} end
 
-local m = redis.call('HMGET', meta, 'status', 'starts_at', 'ends_at', 'admission_rate', 'admission_burst')
+local m = redis.call('HMGET', meta, 'status', 'ends_at')
 if not m[1] then return {'err', 'SALE_NOT_FOUND', 0} end
-if m[1] == 'ended' or now >= tonumber(m[3]) then return {'err', 'SALE_NOT_LIVE', 0} end
+if m[1] == 'ended' or now >= tonumber(m[2]) then return {'err', 'SALE_NOT_LIVE', 0} end
+local position = tonumber(redis.call('HGET', queue, user))
 local remaining = 0
 for _, v in ipairs(redis.call('HVALS', stock)) do remaining = remaining + tonumber(v) end
-if remaining <= 0 then return {'err', 'SALE_SOLD_OUT', next_return_ms(KEYS[8], now)} end
+-- The place the shopper had, if any: the refusal event says how close they came.
+if remaining <= 0 then return {'err', 'SALE_SOLD_OUT', next_return_ms(KEYS[8], now), position or ''} end
 
 local joined = 0
-local position = tonumber(redis.call('HGET', queue, user))
 if not position then
-  if ARGV[2] ~= '1' then return {'err', 'QUEUE_NOT_JOINED', 0} end
+  -- A crowd of made-up accounts from one address cannot fill the queue: each address brings at most
+  -- ARGV[7] accounts into this sale's queue (see sale-core/README.md, "Waiting room").
+  if (tonumber(redis.call('HGET', addresses, ARGV[6])) or 0) >= tonumber(ARGV[7]) then
+    return {'err', 'QUEUE_ADDRESS_FULL', 0}
+  end
+  redis.call('HINCRBY', addresses, ARGV[6], 1)
   position = redis.call('INCR', counter)
   redis.call('HSET', queue, user, position)
   joined = 1
 end
+local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'early_access_ms')
+return {'joined', position, joined, remaining, of[1] or '', of[2] or '', tonumber(of[3]) or 0}
+`;
 
-local starts_at, rate, burst = tonumber(m[2]), tonumber(m[4]), tonumber(m[5])
-local of = redis.call('HMGET', offer_key, 'kind', 'early_access_ms')
-if of[1] == 'priority' and now >= starts_at then return {'admitted', position, joined} end
-if of[1] == 'early_access' and now >= starts_at - (tonumber(of[2]) or 0) then return {'admitted', position, joined} end
-
-local admitted_upto = 0
-if now >= starts_at then admitted_upto = burst + math.floor((now - starts_at) * rate / 1000) end
-if position <= admitted_upto then return {'admitted', position, joined} end
--- Shoppers still waiting ahead already outnumber the units left: say so now rather than let them wait.
-local ahead = position - admitted_upto - 1
-if ahead >= remaining then return {'err', 'SALE_SOLD_OUT', next_return_ms(KEYS[8], now)} end
-local eta = math.ceil((position - admitted_upto) * 1000 / rate) + math.max(0, starts_at - now)
-return {'waiting', position, ahead, eta, joined}
+/**
+ * saleState — KEYS: meta stock expiry. What a poll needs to know of a sale, read by each process once every
+ * few hundred ms (waiting-room.ts SaleViews), never per request. Read-only.
+ * Returns {status, startsAt, endsAt, admissionRate, admissionBurst, unitsLeft, msUntilAHeldUnitMayReturn (0: none)},
+ * status '' when the sale does not exist.
+ */
+const SALE_STATE = `${NOW}${NEXT_RETURN}
+local m = redis.call('HMGET', KEYS[1], 'status', 'starts_at', 'ends_at', 'admission_rate', 'admission_burst')
+if not m[1] then return {'', 0, 0, 0, 0, 0, 0} end
+local remaining = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do remaining = remaining + tonumber(v) end
+local back = 0
+if remaining <= 0 then back = next_return_ms(KEYS[3], now_ms()) end
+return {m[1], m[2], m[3], m[4], m[5], remaining, back}
 `;
 
 /** takeTokens — KEYS: rateIp rateShopper. ARGV: ipRate ipBurst shopperRate shopperBurst. Returns ms to wait (0 = go). */
@@ -293,10 +334,13 @@ return wait
  */
 const CREATE_SALE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- Both decoded before the first write: a script that fails half-way keeps what it wrote (Redis has no
+-- rollback), and a value cjson refuses (a lone UTF-16 surrogate) must leave no half-made sale behind.
 local meta = cjson.decode(ARGV[1])
+local skus = cjson.decode(ARGV[3])
 for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, tostring(v)) end
 redis.call('SET', KEYS[2], ARGV[2])
-for _, s in ipairs(cjson.decode(ARGV[3])) do
+for _, s in ipairs(skus) do
   redis.call('HSET', KEYS[3], s.sku, s.stock)
   redis.call('HSET', KEYS[4], s.sku, 0)
   redis.call('HSET', KEYS[5], s.sku, 0)
@@ -313,29 +357,182 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.ca
 
 type Reply = (string | number | null)[];
 
-export interface SaleScripts {
+// The raw commands ioredis defines: positional KEYS then ARGV. Only this module calls them, through the
+// typed wrappers below, which build every key from the sale id: a call site cannot swap two keys.
+interface RawScripts {
   reserveUnit(...args: (string | number)[]): Promise<Reply>;
   payOrder(...args: (string | number)[]): Promise<Reply>;
   expireOrder(...args: (string | number)[]): Promise<number>;
-  admitShopper(...args: (string | number)[]): Promise<Reply>;
+  joinQueue(...args: (string | number)[]): Promise<Reply>;
+  saleState(...args: string[]): Promise<(string | number)[]>;
   takeTokens(...args: (string | number)[]): Promise<number>;
   createSale(...args: (string | number)[]): Promise<number>;
   stockLedger(...args: string[]): Promise<string[][]>;
 }
 
-export type SaleRedis = Redis & SaleScripts;
+declare const saleScripts: unique symbol;
+/** A connection with the sale scripts loaded (withSaleScripts); call them through the wrappers below. */
+export type SaleRedis = Redis & { readonly [saleScripts]: true };
+
+const raw = (redis: SaleRedis | ChainableCommander) => redis as unknown as RawScripts;
 
 /** Adds the sale scripts to a connection (idempotent per connection). */
 export function withSaleScripts(redis: Redis): SaleRedis {
-  const r = redis as SaleRedis & { __saleScripts?: boolean };
-  if (r.__saleScripts) return r;
-  redis.defineCommand('reserveUnit', { numberOfKeys: 13, lua: RESERVE_UNIT });
+  const r = redis as Redis & { __saleScripts?: boolean };
+  if (r.__saleScripts) return r as SaleRedis;
+  redis.defineCommand('reserveUnit', { numberOfKeys: 12, lua: RESERVE_UNIT });
   redis.defineCommand('payOrder', { numberOfKeys: 8, lua: PAY_ORDER });
   redis.defineCommand('expireOrder', { numberOfKeys: 6, lua: EXPIRE_ONE });
-  redis.defineCommand('admitShopper', { numberOfKeys: 8, lua: ADMIT_SHOPPER });
+  redis.defineCommand('joinQueue', { numberOfKeys: 9, lua: JOIN_QUEUE });
+  redis.defineCommand('saleState', { numberOfKeys: 3, lua: SALE_STATE });
   redis.defineCommand('takeTokens', { numberOfKeys: 2, lua: TAKE_TOKENS });
   redis.defineCommand('createSale', { numberOfKeys: 6, lua: CREATE_SALE });
   redis.defineCommand('stockLedger', { numberOfKeys: 4, lua: STOCK_LEDGER });
   r.__saleScripts = true;
-  return r;
+  return r as SaleRedis;
+}
+
+/** The shared token buckets a request takes from (see TAKE_TOKEN). */
+export interface BucketLimits {
+  ipRatePerSecond: number;
+  ipBurst: number;
+  shopperRatePerSecond: number;
+  shopperBurst: number;
+}
+
+export interface ReserveUnitCall {
+  saleId: string;
+  userId: string;
+  sku: string;
+  qty: number;
+  /** "<saleId>.<uuidv7>": the script reads the order_reserved event id back out of it. */
+  orderId: string;
+  ticketId: string;
+  idempotencyKey: string;
+  ipHash: string;
+  sessionId: string;
+  /** The event envelope's JSON without its closing brace (the script appends the order's fields). */
+  envelopeJson: string;
+  /** "<ipRate> <ipBurst> <shopperRate> <shopperBurst> <idemTtlMs>", built once per settings object. */
+  limits: string;
+}
+
+/** The purchase (RESERVE_UNIT). */
+export function reserveUnitScript(redis: SaleRedis, c: ReserveUnitCall): Promise<Reply> {
+  const k = saleKeys(c.saleId);
+  return raw(redis).reserveUnit(
+    k.meta,
+    k.stock,
+    k.reserved,
+    k.bought,
+    k.idempotency(c.userId, c.idempotencyKey),
+    k.order(c.orderId),
+    k.expiry,
+    k.outbox,
+    k.rateByIp(c.ipHash),
+    k.rateByShopper(c.userId),
+    k.offer(c.userId),
+    k.viewed,
+    c.userId,
+    c.sku,
+    c.qty,
+    c.orderId,
+    c.envelopeJson,
+    c.limits,
+    c.sessionId,
+    c.ticketId,
+  );
+}
+
+/** A payment (PAY_ORDER); the sale id is the order id's prefix. */
+export function payOrderScript(
+  redis: SaleRedis,
+  c: { saleId: string; orderId: string; userId: string; paidEventId: string; expiredEventId: string },
+): Promise<Reply> {
+  const k = saleKeys(c.saleId);
+  return raw(redis).payOrder(
+    k.order(c.orderId),
+    k.stock,
+    k.reserved,
+    k.sold,
+    k.bought,
+    k.expiry,
+    k.outbox,
+    k.meta,
+    c.userId,
+    c.orderId,
+    c.paidEventId,
+    c.expiredEventId,
+  );
+}
+
+/** Queues one expiry (EXPIRE_ONE) on a pipeline: the sweeper sends a batch in one round trip. */
+export function expireOrderScript(pipeline: ChainableCommander, c: { saleId: string; orderId: string; eventId: string }): void {
+  const k = saleKeys(c.saleId);
+  void raw(pipeline).expireOrder(k.order(c.orderId), k.stock, k.reserved, k.bought, k.expiry, k.outbox, c.orderId, c.eventId);
+}
+
+/** A shopper joins a sale's waiting room (JOIN_QUEUE): the only Redis step of a waiting shopper. */
+export function joinQueueScript(
+  redis: SaleRedis,
+  c: { saleId: string; userId: string; ipHash: string; limits: BucketLimits; accountsPerAddress: number },
+): Promise<Reply> {
+  const k = saleKeys(c.saleId);
+  const l = c.limits;
+  return raw(redis).joinQueue(
+    k.meta,
+    k.queue,
+    k.queueCounter,
+    k.stock,
+    k.offer(c.userId),
+    k.rateByIp(c.ipHash),
+    k.rateByShopper(c.userId),
+    k.expiry,
+    k.queueAddresses,
+    c.userId,
+    l.ipRatePerSecond,
+    l.ipBurst,
+    l.shopperRatePerSecond,
+    l.shopperBurst,
+    c.ipHash,
+    c.accountsPerAddress,
+  );
+}
+
+/** A sale's state as the waiting room's per-process view needs it (SALE_STATE). */
+export function saleStateScript(redis: SaleRedis, saleId: string): Promise<(string | number)[]> {
+  const k = saleKeys(saleId);
+  return raw(redis).saleState(k.meta, k.stock, k.expiry);
+}
+
+/** A token from the sale's buckets of the address and the shopper (TAKE_TOKENS): 0, or the ms to wait. */
+export function takeTokensScript(
+  redis: SaleRedis,
+  c: { saleId: string; ipHash: string; userId: string; limits: BucketLimits },
+): Promise<number> {
+  const k = saleKeys(c.saleId);
+  const l = c.limits;
+  return raw(redis).takeTokens(
+    k.rateByIp(c.ipHash),
+    k.rateByShopper(c.userId),
+    l.ipRatePerSecond,
+    l.ipBurst,
+    l.shopperRatePerSecond,
+    l.shopperBurst,
+  );
+}
+
+/** Stores a new sale (CREATE_SALE): 1, or 0 when a sale of that id exists. */
+export function createSaleScript(
+  redis: SaleRedis,
+  c: { saleId: string; metaJson: string; catalogJson: string; skusJson: string },
+): Promise<number> {
+  const k = saleKeys(c.saleId);
+  return raw(redis).createSale(k.meta, k.catalog, k.stock, k.reserved, k.sold, k.initial, c.metaJson, c.catalogJson, c.skusJson);
+}
+
+/** One consistent read of the four stock counters (STOCK_LEDGER), each as HGETALL's flat list. */
+export function stockLedgerScript(redis: SaleRedis, saleId: string): Promise<string[][]> {
+  const k = saleKeys(saleId);
+  return raw(redis).stockLedger(k.stock, k.reserved, k.sold, k.initial);
 }

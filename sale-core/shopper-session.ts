@@ -2,10 +2,11 @@
 // issues a token for the same session and anon id with the user id, and the login event stitches the
 // anonymous clickstream to the shopper. Login here is simulated (no password check): the identity
 // provider is outside this service.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { type SaleContext, shopperContext } from './context.js';
 import { SALE_ID_PATTERN } from './keys.js';
+import { shopperRouteLimits } from './rate-limits.js';
 import { issueSession, newAnonymousSession } from './tokens.js';
 import { track } from './track.js';
 
@@ -17,10 +18,20 @@ const SessionAnswer = Type.Object({
   expires_at: Type.Integer(),
 });
 
-export function registerSessionRoutes(app: FastifyInstance, sc: SaleContext): void {
+export const sessionRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, { sc }) => {
   app.post(
     '/session',
-    { schema: { tags: ['shopper'], summary: 'Start an anonymous session', response: { 200: SessionAnswer } } },
+    {
+      // Sessions cost nothing to mint, so a flood of them is limited per address.
+      onRequest: shopperRouteLimits(app, sc.settings, ['address']),
+      schema: {
+        tags: ['shopper'],
+        summary: 'Start an anonymous session',
+        security: [],
+        response: { 200: SessionAnswer },
+        errorStatuses: [429],
+      },
+    },
     async () => {
       const session = newAnonymousSession(sc.settings.sessionTtlSeconds);
       return {
@@ -36,6 +47,7 @@ export function registerSessionRoutes(app: FastifyInstance, sc: SaleContext): vo
   app.post(
     '/session/login',
     {
+      onRequest: shopperRouteLimits(app, sc.settings, ['address', 'shopper']),
       schema: {
         tags: ['shopper'],
         summary: 'Log in (simulated): the session keeps its anon id and gains a user id',
@@ -46,11 +58,14 @@ export function registerSessionRoutes(app: FastifyInstance, sc: SaleContext): vo
           },
           { additionalProperties: false },
         ),
+        // The token is optional: with one, the session keeps its anon id and session id.
+        security: [{}, { ShopperSession: [] }],
         response: { 200: SessionAnswer },
+        errorStatuses: [429],
       },
     },
     async (request) => {
-      const { user_id, sale_id } = request.body as { user_id: string; sale_id?: string };
+      const { user_id, sale_id } = request.body;
       const ctx = shopperContext(request, sc.settings, false);
       const base = ctx?.session ?? newAnonymousSession(sc.settings.sessionTtlSeconds);
       const session = { ...base, userId: user_id, expiresAt: Date.now() + sc.settings.sessionTtlSeconds * 1000 };
@@ -64,4 +79,4 @@ export function registerSessionRoutes(app: FastifyInstance, sc: SaleContext): vo
       };
     },
   );
-}
+};

@@ -14,19 +14,28 @@ function sign(body: string, secret: string): string {
   return createHmac('sha256', key).update(body).digest('base64url');
 }
 
-export function signToken(payload: object, secret: string): string {
+function signToken(payload: object, secret: string): string {
   const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
   return `${body}.${sign(body, secret)}`;
 }
 
-/** The payload, or null when the token is malformed or its signature does not match. */
-export function readToken(token: string, secret: string): Record<string, unknown> | null {
+// base64url without padding, as Buffer#toString('base64url') writes it. Node's decoder is lenient (it skips
+// characters outside the alphabet, "=" padding, and ignores the unused low bits of the last character), so
+// one token would have many spellings that all verify; only the one canonical spelling is accepted.
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+
+/** The payload, or null when the token is malformed, not in its canonical form, or its signature does not match. */
+function readToken(token: string, secret: string): Record<string, unknown> | null {
   const dot = token.indexOf('.');
   if (dot <= 0 || token.length > 2048) return null;
   const body = token.slice(0, dot);
-  const given = Buffer.from(token.slice(dot + 1), 'base64url');
-  const expected = Buffer.from(sign(body, secret), 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+  const given = token.slice(dot + 1);
+  if (!BASE64URL.test(body) || !BASE64URL.test(given)) return null;
+  // The signature as issued, character for character: comparing its text (not its decoded bytes) refuses
+  // "==", "!!" or changed padding bits after it. The body needs no such check: the HMAC covers its text as
+  // sent, so only the spelling that was signed verifies.
+  const expected = sign(body, secret);
+  if (given.length !== expected.length || !timingSafeEqual(Buffer.from(given), Buffer.from(expected))) return null;
   try {
     const payload = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
     return typeof payload === 'object' && payload !== null ? payload : null;
@@ -57,9 +66,13 @@ export function readSession(token: string, secret: string, now = Date.now()): Sh
   return { sessionId: p.sid, anonId: p.anon, userId: typeof p.uid === 'string' ? p.uid : null, expiresAt: p.exp };
 }
 
-/** The signature part of a signed token: unique to the exact token (it is an HMAC of the rest). */
-export function tokenSignature(token: string): string {
-  return token.slice(token.indexOf('.') + 1);
+/**
+ * What an admission ticket records of the session token it was issued to: a SHA-256 of the whole token.
+ * Not a secret in itself, and it reveals nothing of the token, so a ticket alone (leaked, logged, shared)
+ * cannot be turned into that shopper's bearer token; comparing it costs one plain hash, not an HMAC.
+ */
+export function sessionTokenDigest(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
 }
 
 export interface AdmissionTicket {
@@ -69,11 +82,12 @@ export interface AdmissionTicket {
   position: number;
   expiresAt: number;
   /**
-   * The session the waiting room admitted: its ids, its expiry and its token's signature. A purchase that
-   * presents that same session token takes the shopper's identity from the (verified) ticket and skips
-   * verifying the session, one HMAC fewer on the hottest path. Absent on tickets issued without a session.
+   * The session the waiting room admitted: its ids, its expiry and the digest of its token
+   * (sessionTokenDigest). A purchase whose bearer token has that digest takes the shopper's identity from
+   * the (verified) ticket and skips verifying the session, one HMAC fewer on the hottest path. Absent on
+   * tickets issued without a session.
    */
-  session?: { sessionId: string; anonId: string; expiresAt: number; signature: string };
+  session?: { sessionId: string; anonId: string; expiresAt: number; tokenDigest: string };
 }
 
 export function issueTicket(ticket: Omit<AdmissionTicket, 'ticketId'> & { ticketId?: string }, secret: string): string {
@@ -86,7 +100,7 @@ export function issueTicket(ticket: Omit<AdmissionTicket, 'ticketId'> & { ticket
       uid: ticket.userId,
       pos: ticket.position,
       exp: ticket.expiresAt,
-      ...(session ? { sid: session.sessionId, anon: session.anonId, sexp: session.expiresAt, ssig: session.signature } : {}),
+      ...(session ? { sid: session.sessionId, anon: session.anonId, sexp: session.expiresAt, sdig: session.tokenDigest } : {}),
     },
     secret,
   );
@@ -106,8 +120,8 @@ export function checkTicket(token: string, saleId: string, userId: string | null
   if (p.sale !== saleId || (userId !== null && p.uid !== userId)) return { ok: false, code: 'TICKET_INVALID' };
   if (p.exp <= now) return { ok: false, code: 'TICKET_EXPIRED' };
   const session =
-    typeof p.sid === 'string' && typeof p.anon === 'string' && typeof p.sexp === 'number' && typeof p.ssig === 'string'
-      ? { sessionId: p.sid, anonId: p.anon, expiresAt: p.sexp, signature: p.ssig }
+    typeof p.sid === 'string' && typeof p.anon === 'string' && typeof p.sexp === 'number' && typeof p.sdig === 'string'
+      ? { sessionId: p.sid, anonId: p.anon, expiresAt: p.sexp, tokenDigest: p.sdig }
       : undefined;
   return { ok: true, ticket: { ticketId: p.tid, saleId, userId: p.uid, position: p.pos, expiresAt: p.exp, session } };
 }
@@ -115,4 +129,36 @@ export function checkTicket(token: string, saleId: string, userId: string | null
 /** A stable, salted hash of the client IP: events never carry a raw IP. */
 export function hashIp(ip: string, secret: string): string {
   return createHash('sha256').update(secret).update('|').update(ip).digest('hex').slice(0, 32);
+}
+
+/**
+ * A place in a sale's waiting room, signed at the join: a poll verifies it and decides in-process, so
+ * waiting costs Redis nothing. The shopper's offer (priority and early access change admission) is looked up
+ * once, at the join, and travels in the token.
+ */
+export interface PositionToken {
+  saleId: string;
+  userId: string;
+  position: number;
+  issuedAt: number;
+  /** The shopper's offer for the sale: its id goes on the admission event; priority and early access change admission. */
+  offer?: { offerId: string; kind: 'price' | 'priority' | 'early_access'; earlyAccessMs: number };
+}
+
+export function issuePositionToken(p: PositionToken, secret: string): string {
+  const offer = p.offer ? { oid: p.offer.offerId, ok: p.offer.kind, oea: p.offer.earlyAccessMs } : {};
+  return signToken({ k: 'p', sale: p.saleId, uid: p.userId, pos: p.position, iat: p.issuedAt, ...offer }, secret);
+}
+
+/** The verified place of `userId` in sale `saleId`'s queue; null when forged, altered, or another sale's or shopper's. */
+export function checkPositionToken(token: string, saleId: string, userId: string, secret: string): PositionToken | null {
+  const p = readToken(token, secret);
+  if (p?.k !== 'p' || p.sale !== saleId || p.uid !== userId || typeof p.iat !== 'number') return null;
+  if (typeof p.pos !== 'number' || !Number.isSafeInteger(p.pos) || p.pos < 1) return null;
+  const kind = p.ok;
+  const offer: PositionToken['offer'] =
+    typeof p.oid === 'string' && (kind === 'price' || kind === 'priority' || kind === 'early_access') && typeof p.oea === 'number'
+      ? { offerId: p.oid, kind, earlyAccessMs: p.oea }
+      : undefined;
+  return { saleId, userId, position: p.pos, issuedAt: p.iat, ...(offer ? { offer } : {}) };
 }

@@ -3,7 +3,7 @@
 // so `stack:down` stops exactly what the stack started and never a stranger that reused the pid.
 
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 
 export class StackError extends Error {
@@ -28,43 +28,74 @@ function commandLineOf(pid: number): string | undefined {
   }
 }
 
+/** True while the process runs; a zombie (dead, not yet reaped by its parent) counts as gone. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // "pid (comm) state …": comm may hold spaces and parentheses, so read after the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 /** The pid from the file, if that process is alive and its command line contains `marker`. */
 export function runningPid(pidFile: string, marker: string): number | undefined {
   const pid = readPid(pidFile);
   if (pid === undefined) return undefined;
   const cmd = commandLineOf(pid);
   if (cmd === undefined || !cmd.includes(marker)) return undefined;
-  // A zombie still has a cmdline until reaped; treat it as gone.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (stat.split(') ')[1]?.startsWith('Z')) return undefined;
-  } catch {
-    return undefined;
-  }
-  return pid;
+  return isAlive(pid) ? pid : undefined;
 }
 
-export interface Launch {
+/** The direct children of a running process (from /proc). */
+export function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
+    } catch {}
+  }
+  return children;
+}
+
+/**
+ * Resolves once none of the processes exists any more, zombies included, or after the timeout. A server
+ * that checks its own lock file (PostgreSQL) counts a killed process that is not yet reaped as running.
+ */
+export async function waitReaped(pids: number[], timeoutMs = 10_000): Promise<void> {
+  const exists = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(exists) && Date.now() < deadline) await sleep(25);
+}
+
+/** Resolves once the process is gone (after kill -9, its port and files are free then), or after the timeout. */
+export async function waitGone(pid: number, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid) && Date.now() < deadline) await sleep(25);
+}
+
+interface Launch {
   command: string;
   args: string[];
   logFile: string;
   pidFile: string;
-  env?: NodeJS.ProcessEnv;
-  /** Run as this system user (root starting PostgreSQL, which refuses to run as root). */
-  asUser?: string;
 }
 
 /** Starts a detached server that outlives this process; its output goes to its log file. */
 export function launchDetached(launch: Launch): number {
   const out = openSync(launch.logFile, 'a');
-  const [command, args] = launch.asUser
-    ? ['runuser', ['-u', launch.asUser, '--', launch.command, ...launch.args]]
-    : [launch.command, launch.args];
-  const child = spawn(command, args, {
-    detached: true,
-    stdio: ['ignore', out, out],
-    env: { ...process.env, ...launch.env },
-  });
+  const child = spawn(launch.command, launch.args, { detached: true, stdio: ['ignore', out, out] });
   if (child.pid === undefined) throw new StackError(`could not start ${launch.command}; see ${launch.logFile}`);
   child.unref();
   writeFileSync(launch.pidFile, String(child.pid));
@@ -75,27 +106,18 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 
 /** SIGTERM, wait for a clean exit, SIGKILL after the grace period. */
 export async function stopPid(pid: number, graceMs: number): Promise<void> {
-  const alive = () => {
-    try {
-      process.kill(pid, 0);
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return !stat.split(') ')[1]?.startsWith('Z');
-    } catch {
-      return false;
-    }
-  };
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
     return;
   }
   const deadline = Date.now() + graceMs;
-  while (alive() && Date.now() < deadline) await sleep(100);
-  if (alive()) {
+  while (isAlive(pid) && Date.now() < deadline) await sleep(100);
+  if (isAlive(pid)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {}
-    while (alive()) await sleep(50);
+    while (isAlive(pid)) await sleep(50);
   }
 }
 

@@ -13,10 +13,23 @@ import pg from 'pg';
 import { loadStackPorts, type StackPorts } from '../common/config.js';
 import { createTopicsAndWait } from '../common/kafka.js';
 import { ALL_TOPICS } from '../common/topics.js';
-import { killHard, launchDetached, portInUse, readPid, removeFile, runningPid, StackError, sleep, stopPid, waitFor } from './process.js';
+import {
+  childrenOf,
+  killHard,
+  launchDetached,
+  portInUse,
+  removeFile,
+  runningPid,
+  StackError,
+  sleep,
+  stopPid,
+  waitFor,
+  waitGone,
+  waitReaped,
+} from './process.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const KAFKA_VERSION = readFileSync(join(here, 'pom.xml'), 'utf8').match(/<kafka.version>([^<]+)</)?.[1] ?? '?';
+const KAFKA_VERSION = readFileSync(join(here, 'pom.xml'), 'utf8').match(/<kafka.version>([^<]+)</)?.[1] ?? '?';
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 
 export interface ServiceStatus {
@@ -40,6 +53,15 @@ export interface Service {
 
 export function stackDir(): string {
   return resolve(process.env.STACK_DIR || join(here, '..', '.stack'));
+}
+
+/**
+ * Where the main job (`main.ts --role all`) records its sale-core child: its pid and the main job's,
+ * so a restarted main job can tell a sale core left behind by a dead one from one that still has its
+ * parent. One file per sale port, since several main jobs may share the stack on different ports.
+ */
+export function saleCorePidFile(port: number): string {
+  return join(stackDir(), 'main', `sale-core-${port}.pid`);
 }
 
 function ensureDir(path: string): string {
@@ -144,19 +166,6 @@ function redisService(ports: StackPorts, root: string): Service {
   };
 }
 
-async function waitGone(pid: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      process.kill(pid, 0);
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (stat.split(') ')[1]?.startsWith('Z')) return;
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 // ---------------------------------------------------------------- Kafka
 
 function javaMajorVersion(): number {
@@ -168,7 +177,7 @@ function javaMajorVersion(): number {
 }
 
 /** The jars are shared by every broker this checkout starts, including tests' private ones. */
-export function kafkaLibs(): string {
+function kafkaLibs(): string {
   return join(stackDir(), 'kafka', `libs-${KAFKA_VERSION}`);
 }
 
@@ -404,8 +413,11 @@ function postgresService(ports: StackPorts, root: string): Service {
       const pid = runningPostmaster();
       if (!pid) return;
       if (hard) {
+        // Its children (checkpointer, backends) leave on their own once the postmaster is gone; a new
+        // postmaster refuses the data folder until they and the killed one are reaped.
+        const children = childrenOf(pid);
         killHard(pid);
-        await waitGone(pid);
+        await waitReaped([pid, ...children]);
         return;
       }
       try {
@@ -465,6 +477,7 @@ function clickhouseService(ports: StackPorts, root: string): Service {
     async down(hard = false) {
       const pid = runningPid(pidFile, 'clickhouse');
       if (pid) hard ? killHard(pid) : await stopPid(pid, 20_000);
+      if (hard && pid) await waitGone(pid);
       removeFile(pidFile);
     },
     async status() {
@@ -544,4 +557,4 @@ export async function stackStatus(): Promise<ServiceStatus[]> {
   return Promise.all(SERVICE_NAMES.map((name) => all[name].status()));
 }
 
-export { readPid, StackError };
+export { StackError };

@@ -6,6 +6,7 @@ import { tableFromIPC } from 'apache-arrow';
 import { Session } from 'chdb';
 import {
   assertIdentifier,
+  type EngineConnection,
   type InsertOptions,
   insertSettings,
   parseJsonEachRow,
@@ -78,6 +79,33 @@ export async function openChdbWarehouse(dir: string, database: string): Promise<
     },
     async close() {
       session.close();
+    },
+    async openEngineConnection(): Promise<EngineConnection> {
+      // Same data folder, so chdb gives a connection of its own (they coexist by design), with its own settings.
+      const own = new Session(dir);
+      await own.queryAsync(`USE ${database}`, { format: 'TSV' });
+      return {
+        async run(sql, format) {
+          const result = await own.queryAsync(sql, { format });
+          return { bytes: result.bytes(), rowsRead: result.rowsRead, bytesRead: result.bytesRead };
+        },
+        async *stream(sql, format) {
+          for await (const chunk of own.queryStream(sql, { format })) yield { bytes: chunk.raw(), rows: chunk.numRows };
+        },
+        async insertRaw(table, payload, format, columns, settings) {
+          const summary = await own.insert({
+            table: assertIdentifier(table),
+            values: payload,
+            format,
+            columns: columns?.map(assertIdentifier),
+            settings,
+          });
+          return { rowsWritten: summary.rowsWritten, bytesWritten: summary.bytesWritten };
+        },
+        close() {
+          own.close();
+        },
+      };
     },
   };
 }

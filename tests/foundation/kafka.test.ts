@@ -14,10 +14,10 @@ afterAll(async () => {
   if (topics.length > 0) await deleteTopics(topics);
 });
 
-async function until(condition: () => boolean, timeoutMs = 30_000): Promise<void> {
+async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -58,29 +58,36 @@ describe('Kafka with kafkajs', () => {
 
     await send(0, 200);
     await member('first');
-    await until(() => values.length >= 200);
+    await until('the first 200 messages', () => values.length >= 200);
     expect(assignments.first?.sort()).toEqual([0, 1, 2, 3]);
 
     // A second member joins: the group rebalances and splits the partitions between them.
     await member('second');
-    await until(() => (assignments.second?.length ?? 0) > 0 && (assignments.first?.length ?? 0) < 4);
+    await until('the rebalance', () => (assignments.second?.length ?? 0) > 0 && (assignments.first?.length ?? 0) < 4);
     expect([...(assignments.first ?? []), ...(assignments.second ?? [])].sort()).toEqual([0, 1, 2, 3]);
 
     await send(200, 200);
-    await until(() => values.length >= 400);
+    await until('all 400 messages', () => values.length >= 400);
     await producer.disconnect();
     expect(new Set(values).size).toBe(400);
     expect(seen.get('second')?.size).toBeGreaterThan(0);
 
-    // Offsets were committed: the group's committed offsets add up to everything produced.
-    await until(() => true);
-    await Promise.all(consumers.map((c) => c.disconnect()));
-    consumers.length = 0;
+    // Offsets were committed: the group's committed offsets add up to everything produced, while the
+    // members run (they commit as they go) and after they leave.
     const admin = kafka.admin();
     await admin.connect();
-    const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    await admin.disconnect();
-    const committed = (offsets?.partitions ?? []).reduce((sum, p) => sum + Number(p.offset), 0);
-    expect(committed).toBe(400);
+    const committed = async () => {
+      const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      // A partition with nothing committed yet reports -1.
+      return (offsets?.partitions ?? []).reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
+    };
+    try {
+      await until('the committed offsets to cover all 400 messages', async () => (await committed()) === 400);
+      await Promise.all(consumers.map((c) => c.disconnect()));
+      consumers.length = 0;
+      expect(await committed()).toBe(400);
+    } finally {
+      await admin.disconnect();
+    }
   });
 });

@@ -28,7 +28,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 }
 
 beforeAll(async () => {
-  const [salePort, ingestPort] = [await freePort(), await freePort()];
+  const [salePort, ingestPort, warehousePort, dashboardsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   saleUrl = `http://127.0.0.1:${salePort}`;
   ingestUrl = `http://127.0.0.1:${ingestPort}`;
   chdbDir = mkdtempSync(join(stackDir(), 'chdb-platform-'));
@@ -40,6 +40,8 @@ beforeAll(async () => {
       LOG_LEVEL: 'warn',
       SALE_PORT: String(salePort),
       INGEST_PORT: String(ingestPort),
+      WAREHOUSE_HTTP_PORT: String(warehousePort),
+      DASHBOARDS_PORT: String(dashboardsPort),
       CHDB_DIR: chdbDir,
       // Groups of this run only, so it does not take partitions from anyone else's ingest.
       INGEST_WAREHOUSE_GROUP: `platform-test-warehouse-${run}`,

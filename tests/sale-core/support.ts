@@ -6,17 +6,22 @@ import type { Kafka } from 'kafkajs';
 import { createKafka } from '../../common/kafka.js';
 import type { SaleSettings } from '../../sale-core/context.js';
 import { type SaleCore, type SaleCoreOptions, startSaleCore } from '../../sale-core/index.js';
-import { issueSession, issueTicket, tokenSignature } from '../../sale-core/tokens.js';
+import { saleKeys } from '../../sale-core/keys.js';
+import { issueSession, issueTicket, sessionTokenDigest } from '../../sale-core/tokens.js';
 import { createTestTopic, deleteTopics } from '../support/kafka.js';
 
 export const ADMIN = 'test-admin-token';
 export const SECRET = 'test-secret';
 
+/** Every shopper of a test comes from 127.0.0.1, often thousands at once: no abuse limit applies. */
 export const OPEN_LIMITS: Partial<SaleSettings> = {
   ipRatePerSecond: 1_000_000,
   ipBurst: 1_000_000,
   shopperRatePerSecond: 1_000_000,
   shopperBurst: 1_000_000,
+  addressRequestsPerMinute: 100_000_000,
+  shopperRequestsPerMinute: 100_000_000,
+  queueAccountsPerAddress: 100_000_000,
 };
 
 export interface TestSaleCore extends SaleCore {
@@ -75,6 +80,7 @@ export interface SaleShape {
   stock?: number;
   limit?: number;
   price?: number;
+  /** Below 1 (the least the API accepts), written into the sale's meta after creation: tests of expiry. */
   windowMinutes?: number;
   startsInMs?: number;
   skus?: { sku: string; stock: number; limit: number; price: number }[];
@@ -95,7 +101,7 @@ export async function createSale(core: SaleCore, shape: SaleShape = {}): Promise
       title: `Test sale ${id}`,
       starts_at: starts,
       ends_at: starts + 3_600_000,
-      payment_window_minutes: shape.windowMinutes ?? 10,
+      payment_window_minutes: Math.max(1, shape.windowMinutes ?? 10),
       ...(shape.admissionRate ? { admission_rate_per_second: shape.admissionRate } : {}),
       ...(shape.admissionBurst !== undefined ? { admission_burst: shape.admissionBurst } : {}),
       skus: shape.skus ?? [
@@ -105,6 +111,9 @@ export async function createSale(core: SaleCore, shape: SaleShape = {}): Promise
   });
   if (res.statusCode !== 201) throw new Error(`createSale: ${res.statusCode} ${res.body}`);
   (core as Partial<TestSaleCore>).sales?.add(id);
+  if (shape.windowMinutes !== undefined && shape.windowMinutes < 1) {
+    await core.context.redis.hset(saleKeys(id).meta, 'window_ms', Math.round(shape.windowMinutes * 60_000));
+  }
   return id;
 }
 
@@ -132,7 +141,7 @@ export function boundTicketFor(saleId: string, who: Shopper, ttlMs = 600_000): s
     sessionId: who.sessionId,
     anonId: `anon-${who.userId}`,
     expiresAt: who.expiresAt,
-    signature: tokenSignature(who.token),
+    tokenDigest: sessionTokenDigest(who.token),
   };
   return issueTicket({ saleId, userId: who.userId, position: 1, expiresAt: Date.now() + ttlMs, session }, SECRET);
 }
@@ -197,3 +206,14 @@ export async function readTopic(
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Probes until `holds` (or a deadline passes) and returns the last value, for the test to assert on. */
+export async function until<T>(probe: () => Promise<T>, holds: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let value = await probe();
+  while (!holds(value) && Date.now() < deadline) {
+    await sleep(50);
+    value = await probe();
+  }
+  return value;
+}

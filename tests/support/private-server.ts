@@ -1,12 +1,11 @@
 // A private server of the stack's kind on its own port and folder, for crash tests that kill or stop
 // a server mid-test: the shared stack that other suites use stays untouched.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { loadStackPorts } from '../../common/config.js';
-import { type Service, type ServiceName, services, stackDir } from '../../stack/services.js';
+import { postgresDir, type Service, type ServiceName, services, stackDir } from '../../stack/services.js';
 
 // Below Linux's ephemeral range (32768–60999): a port from that range can be taken as the local end
 // of some outgoing connection while a crash test has its server down, and the restart then fails.
@@ -31,17 +30,19 @@ export async function freePort(): Promise<number> {
 
 export interface PrivateServer {
   service: Service;
-  port: number;
   /** redis://… or host:port (Kafka) or postgres://… for the private server. */
   url: string;
-  root: string;
-  /** Stops the server and removes its folder. */
+  /** Stops the server and removes its folders. */
   dispose(): Promise<void>;
 }
 
 export async function startPrivateServer(name: Exclude<ServiceName, 'clickhouse-server'>): Promise<PrivateServer> {
-  // Under the stack folder, not /tmp: PostgreSQL's user must be able to reach it.
+  // Under the stack folder, not /tmp, and open to others (mkdtemp makes it 0700): PostgreSQL runs as its
+  // own user and must reach its data. When the checkout itself is private, the stack puts PostgreSQL's
+  // folder under /var/tmp instead (postgresDir), and dispose removes that one too.
   const root = mkdtempSync(join(stackDir(), `private-${name}-`));
+  chmodSync(root, 0o755);
+  const folders = [root, ...(name === 'postgres' ? [dirname(postgresDir(root))] : [])];
   const port = await freePort();
   const controller = await freePort();
   const ports = { ...loadStackPorts(), redis: port, kafka: port, kafkaController: controller, postgres: port };
@@ -55,12 +56,10 @@ export async function startPrivateServer(name: Exclude<ServiceName, 'clickhouse-
         : `postgres://flashsale@127.0.0.1:${port}/flashsale`;
   return {
     service,
-    port,
     url,
-    root,
     async dispose() {
       await service.down();
-      rmSync(root, { recursive: true, force: true });
+      for (const folder of folders) rmSync(folder, { recursive: true, force: true });
     },
   };
 }

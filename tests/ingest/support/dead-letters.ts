@@ -8,25 +8,35 @@ export interface ParkedMessage {
   headers: Record<string, string>;
 }
 
+/**
+ * Everything in the topic once it holds at least `expected` messages: polls until that many arrived, then
+ * reads on to the end of the log as it stands, so a surplus (a message parked twice) shows up too.
+ */
 export async function readDeadLetters(kafka: Kafka, topic: string, expected: number, timeoutMs = 20_000): Promise<ParkedMessage[]> {
   const consumer = kafka.consumer({ groupId: `dlq-reader-${randomUUID()}`, maxWaitTimeInMs: 100 });
+  const admin = kafka.admin();
   const parked: ParkedMessage[] = [];
-  await consumer.connect();
+  const next = new Map<number, bigint>();
+  await Promise.all([consumer.connect(), admin.connect()]);
   try {
     await consumer.subscribe({ topic, fromBeginning: true });
     await consumer.run({
-      eachMessage: async ({ message }) => {
+      eachMessage: async ({ partition, message }) => {
         const headers: Record<string, string> = {};
         for (const [name, value] of Object.entries(message.headers ?? {})) headers[name] = String(value);
         parked.push({ key: message.key?.toString() ?? null, value: message.value?.toString() ?? null, headers });
+        next.set(partition, BigInt(message.offset) + 1n);
       },
     });
     const deadline = Date.now() + timeoutMs;
-    while (parked.length < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-    // A little longer, so a surplus (a message parked twice) shows up too.
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const readToEnd = async () => {
+      if (parked.length < expected) return false;
+      const ends = await admin.fetchTopicOffsets(topic);
+      return ends.every((end) => (next.get(end.partition) ?? BigInt(end.low)) >= BigInt(end.high));
+    };
+    while (!(await readToEnd()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     return parked;
   } finally {
-    await consumer.disconnect();
+    await Promise.all([consumer.disconnect(), admin.disconnect()]);
   }
 }

@@ -49,6 +49,13 @@ export function clickEvent(saleId: string, i: number, ts = Date.now()): Clickstr
       return { ...base, type: kind, qty: 1 };
     case 'purchase_rejected':
       return { ...base, type: kind, reason: i % 2 === 0 ? 'sold_out' : 'limit_reached' };
+    case 'queue_refused':
+      return { ...base, type: kind, reason: 'sold_out', ...(i % 2 === 0 ? { position: i } : {}) };
+    default: {
+      // A kind added to the contract must be added here too, or every test cycling through kinds skips it.
+      const unknown: never = kind;
+      throw new Error(`clickEvent: no sample for ${String(unknown)}`);
+    }
   }
 }
 

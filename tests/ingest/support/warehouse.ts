@@ -47,14 +47,3 @@ export async function clickstreamCounts(warehouse: Warehouse, sale: string) {
     funnel: await countOf(warehouse, 'SELECT sum(events) AS n FROM funnel_stages_per_minute WHERE sale_id = {sale:String}', where),
   };
 }
-
-/** Polls until `read` returns `want` (or the time runs out), and returns the last value read. */
-export async function waitForValue<T>(read: () => Promise<T>, want: T, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await read();
-  while (last !== want && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    last = await read();
-  }
-  return last;
-}
