@@ -224,6 +224,8 @@ export async function runShopperJourneys(o: JourneyOptions) {
       await call('POST', `/sales/${saleId}/events`, token, { type: 'page_view', path: `/sales/${saleId}` });
       await sleep(200 + Math.random() * 800);
       await call('POST', `/sales/${saleId}/events`, token, { type: 'product_view', sku: 'SKU-1' });
+      await sleep(100 + Math.random() * 400);
+      await call('POST', `/sales/${saleId}/events`, token, { type: 'add_to_cart', sku: 'SKU-1', qty: 1 });
     }
     token = (await call('POST', '/session/login', token, { user_id: `${bot ? 'bot' : 'shopper'}-${i}`, sale_id: saleId })).json.token;
     // The waiting room: join once, then poll with the signed place (a poll costs Redis nothing) until
@@ -247,6 +249,8 @@ export async function runShopperJourneys(o: JourneyOptions) {
       }
     }
     if (!ticket) return count('gave_up_waiting');
+    // A person takes a moment between admission and buying; a bot carts straight away, never having
+    // viewed the product (the no_prior_view signal the purchase script and the segments look for).
     if (!bot) await sleep(300 + Math.random() * 1500);
     else await call('POST', `/sales/${saleId}/events`, token, { type: 'add_to_cart', sku: 'SKU-1', qty: 1 });
     const key = randomUUID();

@@ -126,6 +126,53 @@ export async function writeOffers(
   }
 }
 
+/**
+ * Who has been decided for a sale, offer or hold-out, and by which run: a hash `sale:{<saleId>}:offer-decisions`
+ * (field = user id, value = run id). The batch job and the real-time consumer both claim a shopper here before
+ * they record a decision, so "one offer per shopper per sale" holds when they decide at the same moment
+ * (neither can see the other's decision in the warehouse yet, and a hold-out leaves no offer key to find).
+ */
+export function offerDecisionsKey(saleId: string): string {
+  return `sale:{${saleId}}:offer-decisions`;
+}
+
+// KEYS[1] the decisions hash. ARGV[1] the run id, ARGV[2] '1' when a shopper this run claimed before stays
+// this run's (a rerun of a batch run that died midway), ARGV[3] the expiry (epoch ms, '' = none), then user ids.
+// Returns the user ids this run holds.
+const CLAIM_SHOPPERS = `
+local run, resume, held = ARGV[1], ARGV[2] == '1', {}
+for i = 4, #ARGV do
+  local user = ARGV[i]
+  if redis.call('HSETNX', KEYS[1], user, run) == 1 or (resume and redis.call('HGET', KEYS[1], user) == run) then
+    table.insert(held, user)
+  end
+end
+if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return held
+`;
+
+/**
+ * Claims shoppers of a sale for one run's decisions; returns those this run holds. A shopper another run (or,
+ * without `resume`, this one) already claimed is not this run's to decide. `expiresAtMs`: when the claims go
+ * (after the sale ends, with the offers).
+ */
+export async function claimShoppers(
+  redis: Redis,
+  saleId: string,
+  runId: string,
+  userIds: readonly string[],
+  options: { resume: boolean; expiresAtMs?: number },
+): Promise<Set<string>> {
+  const held = new Set<string>();
+  for (let start = 0; start < userIds.length; start += OFFERS_PER_CALL) {
+    const chunk = userIds.slice(start, start + OFFERS_PER_CALL);
+    const args = [runId, options.resume ? '1' : '0', options.expiresAtMs === undefined ? '' : String(options.expiresAtMs), ...chunk];
+    const mine = (await redis.eval(CLAIM_SHOPPERS, 1, offerDecisionsKey(saleId), ...args)) as string[];
+    for (const user of mine) held.add(user);
+  }
+  return held;
+}
+
 /** What the offer loop needs to know of a sale (from sale-core's keys). */
 export interface SaleFacts {
   saleId: string;

@@ -8,7 +8,7 @@
 // Redis gets every offer of the run again (writing an offer is idempotent). Decisions are recorded before their
 // offers go to Redis, so a shopper never holds an offer the warehouse does not know of.
 import type { Redis } from 'ioredis';
-import { readSaleFacts, type SaleFacts, writeOffers } from '../../common/offers.js';
+import { claimShoppers, readSaleFacts, type SaleFacts, writeOffers } from '../../common/offers.js';
 import { requireSale, selectRows, type WarehouseReader } from '../insights/query.js';
 import { type SegmentationTimings, segmentShoppers } from '../segments/index.js';
 import type { Segment } from '../segments/score.js';
@@ -249,12 +249,23 @@ export async function runOfferJob(o: OfferJobOptions): Promise<OfferJobResult> {
     taken.add(r.shopper_id);
     if (!r.holdout) budget.spend(r.rule_id, r.discount_cents);
   }
-  const fresh: OfferDecision[] = [];
+  const decided: OfferDecision[] = [];
   for (const c of fairOrder(candidates, o.runId)) {
     if (taken.has(c.shopperId)) continue;
     const decision = decideOffer(c, { runId: o.runId, rules: o.rules, sale, budget });
-    if (decision) fresh.push(decision);
+    if (decision) decided.push(decision);
   }
+  // The real-time consumer may decide for some of these shoppers while this run works (a refusal in a sale
+  // still running): only the shoppers this run claims in Redis are its own. One lost to it keeps the budget it
+  // took here, which errs on the side of spending less.
+  const held = await claimShoppers(
+    o.redis,
+    o.forSale,
+    o.runId,
+    decided.map((d) => d.shopperId),
+    { resume: true, expiresAtMs: decided[0]?.expiresAtMs },
+  );
+  const fresh = decided.filter((d) => held.has(d.shopperId));
   fresh.sort((a, b) => (a.shopperId < b.shopperId ? -1 : a.shopperId > b.shopperId ? 1 : 0));
   result.timings.decideMs = performance.now() - decideStarted;
 

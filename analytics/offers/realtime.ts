@@ -14,7 +14,7 @@ import type { Redis } from 'ioredis';
 import type { Consumer, Kafka } from 'kafkajs';
 import { createKafka } from '../../common/kafka.js';
 import { createLogger } from '../../common/logger.js';
-import { followUpSaleOf, offerKey, readSaleFacts, type SaleFacts, writeOffers } from '../../common/offers.js';
+import { claimShoppers, followUpSaleOf, offerKey, readSaleFacts, type SaleFacts, writeOffers } from '../../common/offers.js';
 import { TOPICS } from '../../common/topics.js';
 import { selectRows, type WarehouseReader } from '../insights/query.js';
 import { decideOffer, OfferBudget } from './assign.js';
@@ -258,6 +258,12 @@ export async function startRealtimeOffers(o: RealtimeOffersOptions): Promise<Rea
       target.taken.delete(trigger.userId); // no rule for this trigger: another one may still have one
       return;
     }
+    // A batch run deciding for the same sale right now (its records not read here yet) may hold this shopper.
+    const claimed = await claimShoppers(o.redis, targetId, runId, [trigger.userId], {
+      resume: false,
+      expiresAtMs: decision.expiresAtMs,
+    });
+    if (!claimed.has(trigger.userId)) return;
     if (decision.offer) {
       try {
         await writeOffers(o.redis, targetId, [{ userId: trigger.userId, offer: decision.offer }], decision.expiresAtMs);
