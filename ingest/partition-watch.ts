@@ -49,6 +49,18 @@ export function watchPartitions(options: {
   let stopped = false;
   let polling: Promise<void> | undefined;
 
+  const isStuck = (s: Seen, now: number) => s.lag > 0 && now - s.since > stuckAfterMs;
+  /**
+   * Sets the stuck gauge as of `now`, from the same test `stuck()` applies: each answer to "is it stuck"
+   * (a poll, /readyz through stuck()) sets it, so the metric and readiness never disagree, and a partition
+   * ages into stuck on the gauge too while the broker cannot be read.
+   */
+  const publish = (now: number) => {
+    for (const s of seen.values()) {
+      ingestMetrics.partitionStuck.set({ group: groupId, topic: s.topic, partition: String(s.partition) }, isStuck(s, now) ? 1 : 0);
+    }
+  };
+
   const pollOnce = async () => {
     const now = Date.now();
     for (const topic of topics) {
@@ -64,9 +76,7 @@ export function watchPartitions(options: {
         // The clock restarts whenever the committed offset moves or nothing is waiting.
         const since = before && before.committed === committed && before.lag > 0 && lag > 0 ? before.since : now;
         seen.set(key, { topic, partition: end.partition, committed, lag, since });
-        const labels = { group: groupId, topic, partition: String(end.partition) };
-        ingestMetrics.consumerLag.set(labels, lag);
-        ingestMetrics.partitionStuck.set(labels, lag > 0 && now - since > stuckAfterMs ? 1 : 0);
+        ingestMetrics.consumerLag.set({ group: groupId, topic, partition: String(end.partition) }, lag);
       }
     }
   };
@@ -79,6 +89,7 @@ export function watchPartitions(options: {
       })
       .finally(() => {
         polling = undefined;
+        publish(Date.now());
       });
     return polling;
   };
@@ -92,8 +103,9 @@ export function watchPartitions(options: {
   return {
     stuck() {
       const now = Date.now();
+      publish(now);
       return [...seen.values()]
-        .filter((s) => s.lag > 0 && now - s.since > stuckAfterMs)
+        .filter((s) => isStuck(s, now))
         .map((s) => ({ group: groupId, topic: s.topic, partition: s.partition, committed: s.committed, lag: s.lag, since: s.since }));
     },
     poll,

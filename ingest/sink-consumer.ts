@@ -21,8 +21,6 @@ import { ingestMetrics } from './metrics.js';
 import { type PartitionWatch, type StuckPartition, watchPartitions } from './partition-watch.js';
 import { fenceMetadata, type ReplayFence, readFences } from './replay-fence.js';
 import { isRefusedForGood, type Sink, type SinkBatch, type SourcedEvent } from './sink.js';
-import { trace } from './trace-tmp.js';
-let traceInstances = 0;
 
 export interface BatchLimits {
   maxRows: number;
@@ -163,7 +161,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
   });
   const admin: Admin = kafka.admin();
-  const inst = `${groupId.slice(0, 12)}#${++traceInstances}`;
   // Fences are read once per partition after each (re)assignment; a rebalance forgets them all.
   const fenceChecked = new Set<string>();
   const pendingReplays = new Map<string, ReplayFence & { messages: KafkaMessage[] }>();
@@ -177,7 +174,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
   // eachBatch calls parked on a lane; woken when the member loses its place so they throw at once.
   const waiting = new Set<() => void>();
   const killLanes = () => {
-    trace('kill-lanes', { inst, generation, lanes: [...lanes.keys()] });
     generation++;
     for (const lane of lanes.values()) lane.alive = false;
     lanes.clear();
@@ -193,7 +189,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
    * depends on the request that meets it (an OffsetCommit's is wrapped), and this must happen every time.
    */
   const loseGroupPlace = (reason: string, error: unknown) => {
-    trace('lose-place', { inst, reason, err: String(error) });
     if (fatal instanceof GroupPlaceLost) return;
     ingestMetrics.abandonedBatches.inc({ group: groupId, reason });
     const evicted = EVICTION_ERRORS.has(reason);
@@ -207,10 +202,9 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
   };
 
   // The group is about to take partitions away (or just did): nothing queued may commit any more.
-  consumer.on(consumer.events.REBALANCING, () => { trace('ev-rebalancing', { inst }); killLanes(); });
+  consumer.on(consumer.events.REBALANCING, killLanes);
   consumer.on(consumer.events.CRASH, killLanes);
-  consumer.on(consumer.events.GROUP_JOIN, (e) => {
-    trace('ev-group-join', { inst, member: e.payload.memberId, assignment: e.payload.memberAssignment });
+  consumer.on(consumer.events.GROUP_JOIN, () => {
     killLanes();
     fatal = undefined;
     fenceChecked.clear();
@@ -229,7 +223,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     assertGeneration(seen);
     fenceChecked.add(key);
     const fence = fences.get(partition);
-    trace('fence-read', { inst, topic, partition, fence, all: [...fences.entries()] });
     if (fence) pendingReplays.set(key, { ...fence, messages: [] });
   };
 
@@ -247,12 +240,9 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
       assertAlive(lane);
       try {
         // Called in the same tick as the check above: a dead lane never sends the request.
-        trace('persist', { inst, what, partition: job.partition, first: job.batch.firstOffset, last: job.batch.lastOffset, gen: generation });
         await step();
-        trace('persist-ok', { inst, what, partition: job.partition, first: job.batch.firstOffset, alive: lane.alive });
         return;
       } catch (error) {
-        trace('persist-fail', { inst, what, partition: job.partition, first: job.batch.firstOffset, err: String(error), alive: lane.alive });
         const groupChange = groupChangeOf(error);
         if (groupChange) {
           lane.alive = false;
@@ -389,7 +379,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     await hooks?.afterWrite?.(batch);
     const next = (BigInt(batch.lastOffset) + 1n).toString();
     const follower = sink.needsStableBatches ? job.follower : undefined;
-    trace('done-commit', { inst, partition, first: batch.firstOffset, last: batch.lastOffset, follower: follower ? [follower.batch.firstOffset, follower.batch.lastOffset] : null });
     await persist(lane, job, 'offset commit', () =>
       consumer.commitOffsets([
         follower
@@ -413,7 +402,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     try {
       await writeAndCommit(lane, job);
     } catch (error) {
-      trace('job-end', { inst, partition: job.partition, first: job.batch.firstOffset, err: String(error), alive: lane.alive });
       if (error instanceof AbandonedBatch || !lane.alive) return;
       // Only an unexpected error gets here (a throwing hook): nothing after this batch may commit, and
       // kafkajs has already fetched past it, so the consumer restarts from the committed offsets.
@@ -447,7 +435,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
       fenced: replay,
       heartbeat: payload.heartbeat,
     };
-    trace('enqueue', { inst, topic, partition, first: firstOffset, last: lastOffset, replay, seen, gen: generation, lastFirst: lane.last?.batch.firstOffset });
     if (lane.last) lane.last.follower = job;
     lane.last = job;
     const before = lane.tail;
@@ -474,7 +461,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
     let queue = payload.batch.messages;
     if (queue.length === 0) return;
     await replayFenceFor(topic, partition, seen);
-    trace('each-batch', { inst, partition, first: queue[0]?.offset, last: queue.at(-1)?.offset, n: queue.length, seen, gen: generation, fence: pendingReplays.get(key) ? [pendingReplays.get(key)!.from, pendingReplays.get(key)!.to] : null });
     while (queue.length > 0) {
       if (!payload.isRunning() || payload.isStale()) return;
       // resolveOffset below would move the fetch position of the new assignment, not of this one.
@@ -484,7 +470,6 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
       let replay = false;
       if (fence) {
         // Re-cut to the fenced range, however the fetch came back this time.
-        if (fence.messages.length === 0 && queue[0] && queue[0].offset !== fence.from) trace('fence-mismatch', { inst, topic, partition, fence: [fence.from, fence.to], got: queue[0].offset });
         const inFence = queue.filter((message) => BigInt(message.offset) <= BigInt(fence.to));
         fence.messages.push(...inFence);
         queue = queue.slice(inFence.length);

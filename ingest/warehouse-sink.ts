@@ -6,7 +6,6 @@ import type { Warehouse } from '../analytics/warehouse/warehouse.js';
 import { type ClickstreamEvent, ORDER_TYPES, type OrderEvent } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { ingestMetrics } from './metrics.js';
-import { trace } from './trace-tmp.js';
 import { batchToken, type Sink, type SinkBatch, type SourcedEvent } from './sink.js';
 import { CLICKSTREAM_JSON_COLUMNS, clickstreamJsonEachRow, clickstreamRow, orderFactRow } from './warehouse-rows.js';
 
@@ -66,15 +65,12 @@ export function createWarehouseSink(warehouse: Warehouse, log?: Logger): Sink {
     const payload = warehouse.insertJsonEachRow ? clickstreamJsonEachRow(clicks) : undefined;
     if (payload && warehouse.insertJsonEachRow) {
       try {
-        trace('insert-raw', { dedupToken, n: clicks.length, first: clicks[0]?.offset, last: clicks.at(-1)?.offset });
         await warehouse.insertJsonEachRow(table, payload, CLICKSTREAM_JSON_COLUMNS, {
           dedupToken,
           settings: { ...JSON_PASSTHROUGH_SETTINGS },
         });
-        trace('insert-raw-ok', { dedupToken });
         return;
       } catch (error) {
-        trace('insert-raw-fail', { dedupToken, err: String(error), code: (error as { code?: unknown }).code });
         // Bytes JSON.parse accepts but ClickHouse refuses (a repeated key, `1.0` for an integer, a table
         // not yet migrated to the insertable columns): write the re-encoded rows under the same token,
         // which ClickHouse drops if the first attempt did land after all.
@@ -82,9 +78,7 @@ export function createWarehouseSink(warehouse: Warehouse, log?: Logger): Sink {
       }
     }
     const rows = clicks.map((sourced) => clickstreamRow(sourced as SourcedEvent & { event: ClickstreamEvent }));
-    trace('insert-rows', { dedupToken, n: clicks.length });
     await warehouse.insert(table, rows, { dedupToken, settings: { ...DEDUP_INSERT_SETTINGS } });
-    trace('insert-rows-ok', { dedupToken });
   };
 
   return {

@@ -20,14 +20,26 @@ export async function openChdbWarehouse(dir: string, database: string): Promise<
   mkdirSync(dir, { recursive: true });
   const session = new Session(dir);
 
-  const run = async (sql: string, params: QueryParams | undefined, format: string) => {
+  // chdb keeps what a query that failed part-way had already output in the session, and hands it to the
+  // next query there ahead of that query's own result (chdb 3.4: after a throwIf at row 5, `SELECT 4`
+  // answered with rows 0-4, then its own row). So queries on this session take turns, and a failed one is
+  // followed by a throwaway query that carries the leftovers off before the next turn. Inserts need no
+  // turn: they read no result (one that runs first takes the leftovers with it, harmlessly).
+  let turn: Promise<unknown> = Promise.resolve();
+  const runNow = async (sql: string, params: QueryParams | undefined, format: string) => {
     try {
       return params && Object.keys(params).length > 0
         ? await session.queryBindAsync(sql, params, { format })
         : await session.queryAsync(sql, { format });
     } catch (error) {
+      await session.queryAsync('SELECT 1', { format: 'TSV' }).catch(() => {});
       throw new WarehouseError(`warehouse query failed: ${(error as Error).message}`, { cause: error });
     }
+  };
+  const run = (sql: string, params: QueryParams | undefined, format: string) => {
+    const result = turn.then(() => runNow(sql, params, format));
+    turn = result.catch(() => {});
+    return result;
   };
 
   await run(`CREATE DATABASE IF NOT EXISTS ${database}`, undefined, 'TSV');
