@@ -93,10 +93,7 @@ export function groupChangeOf(error: unknown): string | undefined {
   return undefined;
 }
 
-/** Group errors meaning the coordinator no longer knows this member at all (evicted, or replaced). */
-const EVICTION_ERRORS = new Set(['UNKNOWN_MEMBER_ID', 'FENCED_INSTANCE_ID']);
-
-/** This member was evicted from the group: what it holds is abandoned and the consumer restarts. */
+/** This member lost its place in the group (evicted, or its generation is over): what it holds is abandoned and the consumer restarts. */
 class GroupPlaceLost extends Error {
   // kafkajs restarts a consumer whose eachBatch threw a retriable error: a fresh join, new member id.
   readonly retriable = true;
@@ -182,22 +179,20 @@ export async function startSinkConsumer(options: SinkConsumerOptions): Promise<S
   /**
    * A group error seen by a lane (an offset commit, a dead-letter send or a heartbeat refused): this
    * member has lost its place, so every lane dies (nothing it holds may commit) and the eachBatch waiting
-   * on one returns at once, which lets kafkajs rejoin. For a rebalance kafkajs does that by itself on
-   * its next heartbeat. For an eviction (the coordinator forgot this member) the eachBatch throws, so
-   * kafkajs restarts the consumer, which joins with a new member id and reads from the committed offsets:
-   * kafkajs rejoins by itself only when it meets the error with its `type` on the outer error, which
-   * depends on the request that meets it (an OffsetCommit's is wrapped), and this must happen every time.
+   * on one returns at once. The next eachBatch of this generation throws, so kafkajs restarts the consumer,
+   * which joins again and reads from the committed offsets (and fences). Not only for an eviction: kafkajs
+   * rejoins by itself only when it meets the error with its `type` on the outer error, which depends on the
+   * request that meets it (an OffsetCommit's is wrapped), and until it does it may fetch once more in the
+   * old generation. A batch of that fetch lies past the ones just abandoned, and its fence commit (which
+   * the broker still accepts while the group prepares its rebalance) would move the committed offset over
+   * them: they would never be written. A rejoin costs the group one more rebalance; a lost batch is lost.
    */
   const loseGroupPlace = (reason: string, error: unknown) => {
     if (fatal instanceof GroupPlaceLost) return;
     ingestMetrics.abandonedBatches.inc({ group: groupId, reason });
-    const evicted = EVICTION_ERRORS.has(reason);
-    log.warn(
-      { err: error, reason },
-      `${sink.name}: this member lost its place in the group; abandoning its batches and ${evicted ? 'restarting the consumer' : 'rejoining'}`,
-    );
+    log.warn({ err: error, reason }, `${sink.name}: this member lost its place in the group; abandoning its batches and rejoining`);
     killLanes();
-    if (evicted) fatal = new GroupPlaceLost(reason);
+    fatal = new GroupPlaceLost(reason);
     for (const wake of waiting) wake();
   };
 

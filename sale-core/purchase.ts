@@ -56,9 +56,17 @@ function rejectPurchase(
   code: SaleErrorCode,
   retryAfterMs?: number,
   offerId: string | null = null,
+  botSignals: string[] = [],
 ) {
   outcomes.inc({ outcome: code });
-  track(sc, shopper, saleId, sku, { type: 'purchase_rejected', reason: rejectReason(code) }, { offer_id: offerId });
+  track(
+    sc,
+    shopper,
+    saleId,
+    sku,
+    { type: 'purchase_rejected', reason: rejectReason(code) },
+    { offer_id: offerId, bot_signals: botSignals },
+  );
   return code === 'SALE_SOLD_OUT' ? soldOut(retryAfterMs ?? 0) : saleError(code, undefined, retryAfterMs);
 }
 
@@ -77,7 +85,7 @@ export interface ReserveRequest {
 /** `offerId`: the shopper's offer for the SKU, as the script found it (null: none, or not read yet). */
 export type ReserveResult =
   | { outcome: 'reserved' | 'replayed'; answer: string; botSignals: string[]; offerId: string | null }
-  | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number; offerId: string | null };
+  | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number; offerId: string | null; botSignals: string[] };
 
 // The settings the purchase script needs, as its one `limits` argument (see scripts.ts), built once per
 // settings object.
@@ -108,7 +116,7 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
     envelopeJson: JSON.stringify(envelope(r.shopper, r.saleId, r.sku)).slice(0, -1),
     limits: scriptLimits(sc.settings),
   });
-  const [outcome, a, b, c] = reply;
+  const [outcome, a, b, c, d] = reply;
   const offerId = c ? String(c) : null;
   // The answer is JSON the script built (see scripts.ts): sent as is, not parsed and re-serialised.
   if (outcome === 'ok') return { outcome: 'reserved', answer: String(a), botSignals: b ? String(b).split(',') : [], offerId };
@@ -120,6 +128,7 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
     code,
     retryAfterMs: code === 'RATE_LIMITED' || code === 'SALE_SOLD_OUT' ? Number(b) : undefined,
     offerId,
+    botSignals: d ? String(d).split(',') : [],
   };
 }
 
@@ -192,10 +201,10 @@ export const purchaseRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = as
         saleId,
         body.sku,
         { type: 'purchase_attempt', qty },
-        { bot_signals: result.outcome === 'rejected' ? [] : result.botSignals, offer_id: result.offerId, ts: arrivedAt },
+        { bot_signals: result.botSignals, offer_id: result.offerId, ts: arrivedAt },
       );
       if (result.outcome === 'rejected')
-        throw rejectPurchase(sc, shopper, saleId, body.sku, result.code, result.retryAfterMs, result.offerId);
+        throw rejectPurchase(sc, shopper, saleId, body.sku, result.code, result.retryAfterMs, result.offerId, result.botSignals);
       (result.outcome === 'reserved' ? reservedOutcome : replayedOutcome).inc();
       // JSON the script built, in OrderAnswer's shape (see scripts.ts): a string with a JSON content type is
       // sent as is, so the type says what the bytes are, not what is passed.

@@ -99,7 +99,8 @@ end
  * UUID: not sent twice. A spent ticket is the field `ticket:<id>` of `bought` (kept as long as the sale's
  * keys), so the ticket check and the limit check are one HMGET, and spending it and counting the shopper one HSET.
  * Returns {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '', offerId} | {'err', code, retryMs,
- * offerId}, offerId '' when the shopper has no offer for this SKU (or the answer came before it was read).
+ * offerId, signalsCsv}, offerId '' when the shopper has no offer for this SKU (or the answer came before it was
+ * read). A refusal carries the bot signals too: a bot turned away for stock must still look like one.
  */
 const RESERVE_UNIT = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
 local meta, stock, reserved, bought, idem, order_key, expiry, outbox, rl_ip, rl_user, offer_key, viewed =
@@ -124,7 +125,12 @@ local wait_u, since, user_tokens = bucket_state(got[2], ur, ub, now)
 if wait_u > 0 then return {'err', 'RATE_LIMITED', wait_u} end
 spend_token(rl_user, user_tokens, ur, ub, now)
 
--- The offer first, so every answer from here on names it (the clickstream's attempt and rejection carry it).
+-- The bot signals and the offer first, so every answer from here on carries them (the clickstream's attempt
+-- and rejection do): a purchase without a product view in this session, or within 100 ms of the shopper's last.
+local signals = {}
+if redis.call('SISMEMBER', viewed, ARGV[7]) == 0 then table.insert(signals, 'no_prior_view') end
+if since >= 0 and since < 100 then table.insert(signals, 'inhuman_rate') end
+local signals_csv = table.concat(signals, ',')
 local offer_id = false
 local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'sku', 'price', 'early_access_ms')
 if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then offer_id = of[1] end
@@ -133,16 +139,16 @@ local offer_s = offer_id or ''
 local prior = got[3]
 if prior then
   local nl = string.find(prior, '\\n', 1, true)
-  if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s} end
+  if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s, signals_csv} end
   return {'replay', string.sub(prior, nl + 1), '', offer_s}
 end
 
 local m = redis.call('HMGET', meta, 'status', 'starts_at', 'ends_at', 'window_ms', 'price:' .. sku, 'limit:' .. sku)
-if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s} end
+if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s, signals_csv} end
 local price_s = m[5]
-if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s} end
+if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s, signals_csv} end
 local h = redis.call('HMGET', bought, held_field, ticket_field)
-if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s} end
+if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s, signals_csv} end
 
 local early_ms = 0
 if offer_id then
@@ -151,19 +157,15 @@ if offer_id then
 end
 
 local starts_at, ends_at = tonumber(m[2]), tonumber(m[3])
-if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0, offer_s} end
+if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0, offer_s, signals_csv} end
 
 local held = tonumber(h[1]) or 0
-if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0, offer_s} end
+if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0, offer_s, signals_csv} end
 local available = tonumber(redis.call('HGET', stock, sku)) or 0
 if available < qty then
-  if available > 0 then return {'err', 'SALE_FEWER_LEFT', 0, offer_s} end
-  return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now), offer_s}
+  if available > 0 then return {'err', 'SALE_FEWER_LEFT', 0, offer_s, signals_csv} end
+  return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now), offer_s, signals_csv}
 end
-
-local signals = {}
-if redis.call('SISMEMBER', viewed, ARGV[7]) == 0 then table.insert(signals, 'no_prior_view') end
-if since >= 0 and since < 100 then table.insert(signals, 'inhuman_rate') end
 
 -- Numbers go to Redis and into JSON as strings made once: qty_s is the caller's validated integer.
 local now_s = string.format('%d', now)
@@ -195,7 +197,7 @@ redis.call('XADD', outbox, '*', 'k', user, 'e', event)
 local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
   .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
 redis.call('SET', idem, fingerprint .. '\\n' .. answer, 'PX', idem_ttl)
-return {'ok', answer, table.concat(signals, ','), offer_s}
+return {'ok', answer, signals_csv, offer_s}
 `;
 
 /**

@@ -182,6 +182,8 @@ describe('an ended sale', () => {
       code: 'SALE_NOT_LIVE',
       retryAfterMs: undefined,
       offerId: null,
+      // No product view in this session: a refusal carries the signal as a reservation would.
+      botSignals: ['no_prior_view'],
     });
     expect(await join(saleId, 'ended-q')).toEqual(['err', 'SALE_NOT_LIVE', 0]);
     const view = await new SaleViews(core.context.redis).get(saleId);
@@ -259,6 +261,8 @@ describe('idempotency keys', () => {
       code: 'IDEMPOTENCY_KEY_CONFLICT',
       retryAfterMs: undefined,
       offerId: null,
+      // No product view in this session; the third try in a row may also come within 100 ms (inhuman_rate).
+      botSignals: expect.arrayContaining(['no_prior_view']),
     });
     // Another shopper's key of the same text is another key.
     expect((await reserve(saleId, 'idem-b', { key: 'idem-key-0001' })).outcome).toBe('reserved');
@@ -272,6 +276,8 @@ describe('idempotency keys', () => {
       code: 'SALE_FEWER_LEFT',
       retryAfterMs: undefined,
       offerId: null,
+      // No product view in this session: a refusal carries the signal as a reservation would.
+      botSignals: ['no_prior_view'],
     });
     await reserved(saleId, 'fewer-a');
     const soldOut = await reserve(saleId, 'fewer-b');
