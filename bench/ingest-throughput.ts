@@ -7,9 +7,10 @@ import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import type { Kafka, Message } from 'kafkajs';
-import { decodeEvent, encodeEvent, keyOf, newEventId } from '../common/events.js';
+import type { Kafka } from 'kafkajs';
+import { decodeEvent } from '../common/events.js';
 import { createKafka, createTopicsAndWait } from '../common/kafka.js';
+import { clickMessage } from './click-messages.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const PACED_RATE = 10_000;
@@ -17,26 +18,6 @@ const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 10);
 const PARTITIONS = 6;
 const kafka = createKafka('bench-ingest');
 const run = randomUUID().slice(0, 8);
-
-function clickMessage(i: number, ts = Date.now()): Message {
-  const shopper = i % 5000;
-  const event = {
-    event_id: newEventId(ts),
-    type: 'add_to_cart' as const,
-    ts,
-    sale_id: 'bench-sale',
-    user_id: shopper % 3 === 0 ? null : `user-${shopper}`,
-    anon_id: `anon-${shopper}`,
-    session_id: `session-${shopper}`,
-    sku: `sku-${i % 20}`,
-    channel: 'web' as const,
-    device: 'phone',
-    ip_hash: 'a1b2c3d4e5f60718',
-    price: 1999,
-    qty: 1,
-  };
-  return { key: keyOf(event), value: encodeEvent(event) };
-}
 
 async function createTopics(names: string[]) {
   const admin = kafka.admin();

@@ -17,9 +17,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient } from '@clickhouse/client';
 import { RecordBatchReader } from 'apache-arrow';
-import type { Message } from 'kafkajs';
-import { encodeEvent, keyOf, newEventId } from '../common/events.js';
 import { createKafka, createTopicsAndWait } from '../common/kafka.js';
+import { clickMessage } from './click-messages.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
@@ -53,27 +52,6 @@ const cpuMicros = () => {
 function quantile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
-}
-
-function clickMessage(i: number): Message {
-  const ts = Date.now();
-  const shopper = i % 5000;
-  const event = {
-    event_id: newEventId(ts),
-    type: 'add_to_cart' as const,
-    ts,
-    sale_id: 'bench-sale',
-    user_id: shopper % 3 === 0 ? null : `user-${shopper}`,
-    anon_id: `anon-${shopper}`,
-    session_id: `session-${shopper}`,
-    sku: `sku-${i % 20}`,
-    channel: 'web' as const,
-    device: 'phone',
-    ip_hash: 'a1b2c3d4e5f60718',
-    price: 1999,
-    qty: 1,
-  };
-  return { key: keyOf(event), value: encodeEvent(event) };
 }
 
 interface LoopResult {

@@ -1,7 +1,7 @@
 // The front end's build: esbuild bundles dashboards/frontend into dashboards/dist (git-ignored, like every dist/). The
 // server calls ensureFrontendBuilt() at start, so `npm start` and `npm test` build it when it is missing
 // or older than its sources, and no third command is needed. `tsx dashboards/build.ts [--force]` builds it
-// alone (npm start's prestart step runs it, so the first page is served without waiting for a build).
+// alone; the app builds it before it listens, so no page ever waits for one.
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';

@@ -282,6 +282,20 @@ function requireAdmin(request: FastifyRequest, adminToken: string): void {
 
 const SaleParams = Type.Object({ saleId: Type.String({ pattern: SALE_ID_PATTERN }) });
 
+/** What every answer that shows a sale's catalog documents (the admin answers add to it). */
+const CatalogFields = {
+  id: Type.String(),
+  title: Type.String(),
+  starts_at: Type.Integer(),
+  ends_at: Type.Integer(),
+  products: Type.Array(
+    Type.Object(
+      { sku: Type.String(), title: Type.String(), price: Type.Integer(), limit_per_shopper: Type.Integer() },
+      { additionalProperties: true },
+    ),
+  ),
+};
+
 /** A Redis failure as the shopper or marketer sees it; our own coded errors pass through. */
 const store = <T>(p: Promise<T>) =>
   p.catch((error) => {
@@ -308,21 +322,7 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, 
         body: SaleDefinition,
         security: [{ AdminToken: [] }],
         response: {
-          201: Type.Object(
-            {
-              id: Type.String(),
-              title: Type.String(),
-              starts_at: Type.Integer(),
-              ends_at: Type.Integer(),
-              products: Type.Array(
-                Type.Object(
-                  { sku: Type.String(), title: Type.String(), price: Type.Integer(), limit_per_shopper: Type.Integer() },
-                  { additionalProperties: true },
-                ),
-              ),
-            },
-            { additionalProperties: true, description: 'The sale as created: its catalog' },
-          ),
+          201: Type.Object(CatalogFields, { additionalProperties: true, description: 'The sale as created: its catalog' }),
         },
         errorStatuses: [409, 503],
       },
@@ -355,20 +355,7 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, 
         security: [{ AdminToken: [] }],
         response: {
           200: Type.Object(
-            {
-              id: Type.String(),
-              title: Type.String(),
-              starts_at: Type.Integer(),
-              ends_at: Type.Integer(),
-              products: Type.Array(
-                Type.Object(
-                  { sku: Type.String(), title: Type.String(), price: Type.Integer(), limit_per_shopper: Type.Integer() },
-                  { additionalProperties: true },
-                ),
-              ),
-              status: Type.String(),
-              ledger: Type.Object({}, { additionalProperties: true }),
-            },
+            { ...CatalogFields, status: Type.String(), ledger: Type.Object({}, { additionalProperties: true }) },
             { additionalProperties: true },
           ),
         },
@@ -419,21 +406,7 @@ const catalogRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app
           'if-none-match': Type.Optional(Type.String({ description: 'The ETag of your copy: 304 when it is current.' })),
         }),
         response: {
-          200: Type.Object(
-            {
-              id: Type.String(),
-              title: Type.String(),
-              starts_at: Type.Integer(),
-              ends_at: Type.Integer(),
-              products: Type.Array(
-                Type.Object(
-                  { sku: Type.String(), title: Type.String(), price: Type.Integer(), limit_per_shopper: Type.Integer() },
-                  { additionalProperties: true },
-                ),
-              ),
-            },
-            { additionalProperties: true },
-          ),
+          200: Type.Object(CatalogFields, { additionalProperties: true }),
           304: Type.Null({ description: 'Not modified: the copy named by If-None-Match is current.' }),
         },
         errorStatuses: [429, 503],

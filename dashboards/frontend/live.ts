@@ -1,28 +1,10 @@
 // Live sale: one server-sent event stream per open page; the server pushes a snapshot every second.
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
+// The server's shape, as a type only: esbuild drops the import, so no server code reaches the bundle.
+import type { LiveSnapshot } from '../live.js';
 import { ChartCard, ErrorNote, money, num, Stat } from './lib.js';
 import { SalePicker, useChosenSale, useSales } from './sale-picker.js';
-
-export interface LiveSnapshot {
-  sale_id: string;
-  at: number;
-  status: string | null;
-  totals: {
-    orders_reserved: number;
-    orders_paid: number;
-    units_reserved: number;
-    units_paid: number;
-    revenue_cents: number;
-    orders_expired: number;
-  };
-  per_second: { second: string; reserved: number; paid: number }[];
-  stock: { sku: string; available: number; reserved: number; sold: number; initial: number }[];
-  waiting_room: { joined: number; admitted: number; refused: number; waiting: number };
-  rejections: { reason: string; rejections: number }[];
-  bots: { attempts: number; shoppers: number };
-  freshness: { last_event_at: number | null; last_ingested_at: number | null; pipeline_ms: number | null };
-}
 
 declare global {
   interface Window {

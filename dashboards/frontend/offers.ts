@@ -2,6 +2,7 @@
 // form that runs an offer job while its progress streams back.
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
+import type { OfferJobProgress } from '../offer-jobs.js';
 import { type Account, api, ChartCard, ErrorNote, money, pct, Table } from './lib.js';
 import { SalePicker, useChosenSale, useSales } from './sale-picker.js';
 
@@ -28,21 +29,12 @@ export interface OffersAnswer {
   note: string | null;
 }
 
-interface JobProgress {
-  run_id: string;
-  step: string;
-  done: number;
-  total: number;
-  finished: boolean;
-  error: string | null;
-}
-
 export function OffersPage(p: { query: URLSearchParams; account: Account }) {
   const sales = useSales();
   const [sale, choose] = useChosenSale(p.query, sales);
   const [answer, setAnswer] = useState<OffersAnswer | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [job, setJob] = useState<JobProgress | null>(null);
+  const [job, setJob] = useState<OfferJobProgress | null>(null);
   const [refresh, setRefresh] = useState(0);
   useEffect(() => {
     if (!sale) return;
@@ -61,7 +53,7 @@ export function OffersPage(p: { query: URLSearchParams; account: Account }) {
       const { run_id } = await api<{ run_id: string }>('POST', '/api/offers/runs', { from_sales: from, for_sale: String(form.get('for')) });
       const source = new EventSource(`/api/offers/runs/${encodeURIComponent(run_id)}/stream`);
       source.addEventListener('progress', (e) => {
-        const progress = JSON.parse((e as MessageEvent).data) as JobProgress;
+        const progress = JSON.parse((e as MessageEvent).data) as OfferJobProgress;
         setJob(progress);
         if (progress.finished) {
           source.close();

@@ -2,17 +2,8 @@
 // and compare past sales side by side.
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
+import type { SaleRecord } from '../store.js';
 import { type Account, api, ChartCard, ErrorNote, money, pct, Table } from './lib.js';
-
-export interface SaleRow {
-  sale_id: string;
-  title: string;
-  starts_at: string;
-  ends_at: string;
-  follow_up_sale_id: string | null;
-  created_by: string | null;
-  ended_at: string | null;
-}
 
 export interface SaleComparison {
   sale_id: string;
@@ -67,14 +58,14 @@ function SaleFields(p: { prefix: string; startsAt: number; legend: string; optio
 }
 
 export function SalesPage(p: { account: Account }) {
-  const [sales, setSales] = useState<SaleRow[]>([]);
+  const [sales, setSales] = useState<SaleRecord[]>([]);
   const [comparison, setComparison] = useState<SaleComparison[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [created, setCreated] = useState<string | null>(null);
   const [refresh, setRefresh] = useState(0);
   const mayChange = p.account.role !== 'analyst';
   useEffect(() => {
-    api<{ sales: SaleRow[] }>('GET', '/api/sales').then((r) => setSales(r.sales), setError);
+    api<{ sales: SaleRecord[] }>('GET', '/api/sales').then((r) => setSales(r.sales), setError);
     api<{ sales: SaleComparison[] }>('GET', '/api/sales/compare').then((r) => setComparison(r.sales), setError);
   }, [refresh]);
 

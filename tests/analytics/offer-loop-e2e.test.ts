@@ -23,6 +23,7 @@ import { type Ingest, startIngest } from '../../ingest/index.js';
 import { groupCaughtUp } from '../ingest/support/events.js';
 import { ADMIN, createSale, OPEN_LIMITS, startTestSaleCore, type TestSaleCore, uniqueSaleId } from '../sale-core/support.js';
 import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { until } from '../support/until.js';
 import { openWarehouseEndpoint, type TestWarehouseEndpoint } from './insights-warehouse.js';
 
 const HOLDOUT = 0.2;
@@ -76,15 +77,7 @@ const lateBot = `bot-late-${randomUUID().slice(0, 8)}`;
 const sql = async <T>(query: string, params: Record<string, unknown> = {}) =>
   (await (await wh.reader.query({ query, query_params: params, format: 'JSONEachRow' })).json()) as T[];
 
-async function poll<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const poll = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000) => until(what, probe, timeoutMs, { everyMs: 50 });
 
 /** The shopper API over HTTP, as a browser calls it. */
 async function api(method: string, path: string, token?: string, body?: unknown, headers: Record<string, string> = {}) {

@@ -208,7 +208,7 @@ describe('the dashboards in a browser, during and after a real sale', () => {
         return seen.size >= 3 && Math.max(...seen) > 0 ? true : undefined;
       },
       60_000,
-      250,
+      { everyMs: 250 },
     );
     await screenshot(marketer, 'live-during-sale');
 

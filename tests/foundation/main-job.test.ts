@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive, portInUse } from '../../stack/process.js';
 import { saleCorePidFile, stackDir } from '../../stack/services.js';
 import { freePort } from '../support/private-server.js';
+import { until as pollUntil } from '../support/until.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const mainScript = join(root, 'main.ts');
@@ -81,18 +82,12 @@ function startMainJob(args: string[] = [], env: NodeJS.ProcessEnv = {}): MainJob
   return job;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await Promise.resolve()
-      .then(probe)
-      .catch(() => undefined);
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const said = jobs.map((job, i) => `main job ${i}:\n${job.stdout.slice(-1500)}${job.stderr.slice(-1500)}`).join('\n');
-  throw new Error(`timed out waiting for ${what}; ${said}`);
-}
+/** Polls until `probe` answers; a time-out shows what every main job of the test said. */
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000) =>
+  pollUntil(what, probe, timeoutMs, {
+    everyMs: 100,
+    explain: () => jobs.map((job, i) => `main job ${i}:\n${job.stdout.slice(-1500)}${job.stderr.slice(-1500)}`).join('\n'),
+  });
 
 /** The launcher's exit code, or a failure naming what the jobs said when it does not exit in time. */
 async function exitOf(job: MainJob, timeoutMs: number): Promise<number | null> {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostgresPool } from '../../common/postgres.js';
 import { stackDir } from '../../stack/services.js';
 import { freePort } from '../support/private-server.js';
+import { until as pollUntil } from '../support/until.js';
 
 const root = join(import.meta.dirname, '..', '..');
 let main: ChildProcess;
@@ -17,15 +18,9 @@ let ingestUrl: string;
 let chdbDir: string;
 let output = '';
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what}; main.ts said:\n${output.slice(-3000)}`);
-}
+/** Polls until `probe` answers; a time-out shows what the main job said. */
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000) =>
+  pollUntil(what, probe, timeoutMs, { explain: () => `main.ts said:\n${output.slice(-3000)}` });
 
 beforeAll(async () => {
   const [salePort, ingestPort, warehousePort, dashboardsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
