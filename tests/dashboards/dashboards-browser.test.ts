@@ -351,8 +351,11 @@ describe('the dashboards in a browser, during and after a real sale', () => {
     );
     expect(Number(made!.n)).toBeGreaterThan(0);
     await marketer.goto(`${dashboards.url}/#/offers?sale=${followUp}`);
-    await marketer.waitForSelector('[data-table=offers-given] tbody tr');
-    expect(await marketer.$$eval('[data-table=offers-given] tbody tr', (rows) => rows.length)).toBe(Math.min(100, Number(made!.n)));
+    // The page keeps the previous sale's table until the new one loads: wait for this sale's rows to show.
+    const shown = Math.min(100, Number(made!.n));
+    const rowsShown = () => marketer.$$eval('[data-table=offers-given] tbody tr', (rows) => rows.length);
+    await until('the offers of the follow-up sale to show', async () => ((await rowsShown()) === shown ? true : undefined), 30_000);
+    expect(await rowsShown()).toBe(shown);
     expect(await marketer.textContent('[data-table=runs] tbody')).toContain(followUp);
     await screenshot(marketer, 'offers-after-run');
   }, 90_000);
