@@ -1,7 +1,7 @@
 // The clickstream emitter: what shoppers do goes to Kafka through a bounded in-process buffer,
 // flushed in batches (kafkajs does not batch across send() calls). It never blocks or fails a sale:
 // when Kafka is slow or down the buffer fills, and what does not fit is dropped and counted.
-import type { Kafka, Producer } from 'kafkajs';
+import type { EventProducer } from '../common/event-producer.js';
 import { type ClickstreamEvent, encodeEvent, keyOf } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { counter, gauge } from '../common/metrics.js';
@@ -15,7 +15,8 @@ const dropped = counter({
 const buffered = gauge({ name: 'flashsale_clickstream_buffered', help: 'Clickstream events waiting in the in-process buffer.' });
 
 export interface ClickstreamOptions {
-  kafka: Kafka;
+  /** A new producer: one at the start, and a fresh one after a batch failed (see newProducer). */
+  producer: () => EventProducer;
   topic: string;
   log: Logger;
   capacity: number;
@@ -26,8 +27,7 @@ export interface ClickstreamOptions {
 
 export class ClickstreamEmitter {
   private buffer: { key: string; value: Buffer }[] = [];
-  private producer: Producer;
-  private connected: Promise<void> | null = null;
+  private producer: EventProducer;
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> | null = null;
   private closed = false;
@@ -38,17 +38,12 @@ export class ClickstreamEmitter {
     this.producer = this.newProducer();
   }
 
-  // Best-effort by design: few retries, so a Kafka outage shows up as counted drops instead of a growing
-  // backlog. Idempotent all the same: a retried batch the broker had already written is dropped by the
+  // Best-effort by design: few retries (the factory's), so a Kafka outage shows up as counted drops instead of a
+  // growing backlog. Idempotent all the same: a retried batch the broker had already written is dropped by the
   // broker instead of landing twice, which would count shoppers twice in the funnel rollups (they add up
   // inserts, they do not dedup by event id).
-  private newProducer(): Producer {
-    return this.options.kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      retry: { retries: 2, initialRetryTime: 100 },
-    });
+  private newProducer(): EventProducer {
+    return this.options.producer();
   }
 
   /** Queues an event; returns at once. Invalid events are dropped and counted, never thrown at a shopper. */
@@ -96,9 +91,7 @@ export class ClickstreamEmitter {
     const batch = this.buffer.splice(0, this.options.maxBatch ?? 1000);
     buffered.set(this.buffer.length);
     try {
-      this.connected ??= this.producer.connect();
-      await this.connected;
-      await this.producer.sendBatch({ acks: -1, topicMessages: [{ topic: this.options.topic, messages: batch }] });
+      await this.producer.send(this.options.topic, batch);
       this.sentCount += batch.length;
       emitted.inc(batch.length);
     } catch (error) {
@@ -106,8 +99,7 @@ export class ClickstreamEmitter {
       // match what the broker saw, and the dropped batch is not retried.
       const broken = this.producer;
       this.producer = this.newProducer();
-      this.connected = null;
-      void broken.disconnect().catch(() => {});
+      void broken.close().catch(() => {});
       this.options.log.warn({ err: error, lost: batch.length }, 'clickstream batch not delivered; dropped');
       this.drop('kafka_error', batch.length);
       await new Promise((r) => setTimeout(r, 200));
@@ -131,6 +123,6 @@ export class ClickstreamEmitter {
     this.closed = true;
     if (this.buffer.length > 0) this.drop('closed', this.buffer.length);
     this.buffer = [];
-    await this.producer.disconnect().catch(() => {});
+    await this.producer.close().catch(() => {});
   }
 }

@@ -1,10 +1,9 @@
 // sale-core: the shopper API. Stateless: every bit of sale state lives in Redis, so any number of
 // these processes can sit behind a load balancer. main.ts starts it with `--role sale`.
 import type { FastifyInstance } from 'fastify';
-import type { Kafka } from 'kafkajs';
 import { config } from '../common/config.js';
+import { createEventProducer } from '../common/event-producer.js';
 import { closeOnSignals, createServiceApp } from '../common/http.js';
-import { createKafka } from '../common/kafka.js';
 import { createLogger } from '../common/logger.js';
 import { createRedis } from '../common/redis.js';
 import { TOPICS } from '../common/topics.js';
@@ -80,11 +79,12 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     lastRedisError = Date.now();
     log.warn({ err: error }, 'redis connection error');
   });
-  const kafka: Kafka = createKafka('sale-core', options.kafkaBrokers ? { brokers: options.kafkaBrokers } : {});
+  const brokers = options.kafkaBrokers;
   const topics = options.topics ?? { orders: TOPICS.orders.name, clickstream: TOPICS.clickstream.name };
 
   const clickstream = new ClickstreamEmitter({
-    kafka,
+    // Few retries: the clickstream is best-effort (see ClickstreamEmitter).
+    producer: () => createEventProducer('sale-core-clickstream', { brokers, retries: 2, retryDelayMs: 100 }),
     topic: topics.clickstream,
     log,
     capacity: settings.clickstreamBuffer,
@@ -92,7 +92,7 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
   });
   const relay = new OutboxRelay({
     redis,
-    kafka,
+    producer: () => createEventProducer('sale-core-relay', { brokers }),
     topic: topics.orders,
     activeSalesKey: settings.activeSalesKey,
     log,
@@ -164,10 +164,9 @@ export async function startSaleBackground(
     lastRedisError = Date.now();
     log.warn({ err: error }, 'redis connection error');
   });
-  const kafka = createKafka('sale-background', options.kafkaBrokers ? { brokers: options.kafkaBrokers } : {});
   const relay = new OutboxRelay({
     redis,
-    kafka,
+    producer: () => createEventProducer('sale-background-relay', { brokers: options.kafkaBrokers }),
     topic: options.topics?.orders ?? TOPICS.orders.name,
     activeSalesKey: settings.activeSalesKey,
     log,

@@ -33,7 +33,9 @@ function keyNames(saleId: string) {
     reserved: `${p}reserved`, // reserved, not yet paid
     sold: `${p}sold`, // paid
     initial: `${p}initial`,
-    bought: `${p}bought`, // "<user>|<sku>" → units the shopper holds (reserved or paid); "ticket:<id>" → 1 once spent
+    // "<user>|<sku>" → units the shopper holds (reserved or paid); "ticket:<id>" → 1 once spent;
+    // "idem:<user>:<key>" → a purchase's answer under its idempotency key (scripts.ts RESERVE_UNIT)
+    bought: `${p}bought`,
     expiry: `${p}expiry`, // order id → expires_at (ms)
     outbox: `${p}outbox`, // order events waiting for Kafka
     viewed: `${p}viewed`, // shoppers who viewed a product (bot signal input)
@@ -43,7 +45,6 @@ function keyNames(saleId: string) {
     creating: `${p}creating`, // set while the sale is being created (see createSale)
     relayLease: `${p}relay-lease`,
     order: (orderId: string) => `${p}order:${orderId}`,
-    idempotency: (userId: string, key: string) => `${p}idem:${userId}:${key}`,
     rateByIp: (ipHash: string) => `${p}bucket:ip:${ipHash}`, // token buckets (scripts.ts TAKE_TOKEN)
     rateByShopper: (userId: string) => `${p}bucket:u:${userId}`,
     offer: (userId: string) => `${p}offer:${userId}`,

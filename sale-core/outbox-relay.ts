@@ -9,7 +9,7 @@
 // only a relay that is gone (or stalled for a whole lease) loses its sales.
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Kafka, Message, Producer } from 'kafkajs';
+import type { EventMessage, EventProducer } from '../common/event-producer.js';
 import { decodeEvent } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { counter, gauge } from '../common/metrics.js';
@@ -30,7 +30,8 @@ const RENEW_LEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.
 
 export interface OutboxRelayOptions {
   redis: Redis;
-  kafka: Kafka;
+  /** A new idempotent producer: one at the start, and a fresh one after a failed pass. */
+  producer: () => EventProducer;
   topic: string;
   /** The set of sale ids to relay (ACTIVE_SALES in production; a test's own set in tests). */
   activeSalesKey: string;
@@ -41,7 +42,7 @@ export interface OutboxRelayOptions {
 }
 
 export class OutboxRelay {
-  private producer: Producer | null = null;
+  private producer: EventProducer | null = null;
   private running = false;
   private loop: Promise<void> | null = null;
   private readonly owner = randomUUID();
@@ -74,25 +75,13 @@ export class OutboxRelay {
     this.wake?.();
   }
 
-  private newProducer(): Producer {
-    // Idempotent producer: Kafka drops its own retries of a batch, so a retried send is not a duplicate.
-    return this.options.kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1000 },
-    });
-  }
-
   private async run(): Promise<void> {
     let failures = 0;
     while (this.running) {
       let moved = 0;
       try {
-        if (!this.producer) {
-          this.producer = this.newProducer();
-          await this.producer.connect();
-        }
+        // Idempotent producer: Kafka drops its own retries of a batch, so a retried send is not a duplicate.
+        this.producer ??= this.options.producer();
         moved = await this.passOverSales(this.producer);
         failures = 0;
       } catch (error) {
@@ -102,7 +91,7 @@ export class OutboxRelay {
         // A broken producer (broker gone, fenced sequence) is replaced; the entries are still in Redis.
         const broken = this.producer;
         this.producer = null;
-        await broken?.disconnect().catch(() => {});
+        await broken?.close().catch(() => {});
       }
       if (!this.running) break;
       // A full batch means more is waiting: go again at once. Otherwise linger, so the next pass
@@ -129,7 +118,7 @@ export class OutboxRelay {
   }
 
   /** One pass: for each active sale whose lease we hold, publish one batch. Returns events moved. */
-  async passOverSales(producer: Producer): Promise<number> {
+  async passOverSales(producer: EventProducer): Promise<number> {
     const { redis } = this.options;
     const saleIds = await this.activeSales();
     let moved = 0;
@@ -157,11 +146,11 @@ export class OutboxRelay {
     return moved;
   }
 
-  private async relaySale(producer: Producer, outbox: string): Promise<number> {
+  private async relaySale(producer: EventProducer, outbox: string): Promise<number> {
     const { redis } = this.options;
     const entries = await redis.xrange(outbox, '-', '+', 'COUNT', this.options.batchSize ?? 500);
     if (entries.length === 0) return 0;
-    const messages: Message[] = [];
+    const messages: EventMessage[] = [];
     const ids: string[] = [];
     for (const [id, fields] of entries) {
       ids.push(id);
@@ -179,7 +168,7 @@ export class OutboxRelay {
       messages.push({ key, value });
     }
     if (messages.length > 0) {
-      await producer.sendBatch({ acks: -1, topicMessages: [{ topic: this.options.topic, messages }] });
+      await producer.send(this.options.topic, messages);
     }
     // Only after Kafka acknowledged every message of the batch.
     await redis.xdel(outbox, ...ids);
@@ -193,7 +182,7 @@ export class OutboxRelay {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.wake?.();
     await this.loop;
-    await this.producer?.disconnect().catch(() => {});
+    await this.producer?.close().catch(() => {});
     this.producer = null;
   }
 

@@ -6,19 +6,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { counter } from '../common/metrics.js';
-import {
-  envelope,
-  requireShopper,
-  type SaleContext,
-  type SaleSettings,
-  type ShopperContext,
-  shopperContext,
-  shopperOfTicket,
-} from './context.js';
+import { envelope, requireShopper, type SaleContext, type ShopperContext, shopperContext, shopperOfTicket } from './context.js';
 import { isSaleErrorCode, rejectReason, type SaleErrorCode, saleError, soldOut } from './errors.js';
 import { newOrderEventId as newEventId } from './ids.js';
-import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN, saleKeys } from './keys.js';
-import { reserveUnitScript } from './scripts.js';
+import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN } from './keys.js';
+import { LocalBuckets } from './rate-limits.js';
+import { answeredPurchase, reserveUnitScript } from './scripts.js';
 import { checkTicket, type TicketCheck } from './tokens.js';
 import { track } from './track.js';
 
@@ -80,24 +73,14 @@ export interface ReserveRequest {
   ticketId: string;
   idempotencyKey: string;
   shopper: ShopperContext;
+  /** The shopper's previous attempt came less than 100 ms before (the inhuman_rate signal); see purchaseRoutes. */
+  rapid?: boolean;
 }
 
 /** `offerId`: the shopper's offer for the SKU, as the script found it (null: none, or not read yet). */
 export type ReserveResult =
   | { outcome: 'reserved' | 'replayed'; answer: string; botSignals: string[]; offerId: string | null }
   | { outcome: 'rejected'; code: SaleErrorCode; retryAfterMs?: number; offerId: string | null; botSignals: string[] };
-
-// The settings the purchase script needs, as its one `limits` argument (see scripts.ts), built once per
-// settings object.
-const limitsArgument = new WeakMap<SaleSettings, string>();
-function scriptLimits(s: SaleSettings): string {
-  let arg = limitsArgument.get(s);
-  if (arg === undefined) {
-    arg = [s.ipRatePerSecond, s.ipBurst, s.shopperRatePerSecond, s.shopperBurst, s.idempotencyTtlMs].map((n) => Math.trunc(n)).join(' ');
-    limitsArgument.set(s, arg);
-  }
-  return arg;
-}
 
 /** The atomic reservation; the HTTP route and the race tests both call this. */
 export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<ReserveResult> {
@@ -111,10 +94,9 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
     orderId: orderIdFor(r.saleId, newEventId()),
     ticketId: r.ticketId,
     idempotencyKey: r.idempotencyKey,
-    ipHash: r.shopper.ipHash,
     sessionId: r.shopper.session.sessionId,
     envelopeJson: JSON.stringify(envelope(r.shopper, r.saleId, r.sku)).slice(0, -1),
-    limits: scriptLimits(sc.settings),
+    rapid: r.rapid === true,
   });
   const [outcome, a, b, c, d] = reply;
   const offerId = c ? String(c) : null;
@@ -126,13 +108,19 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
   return {
     outcome: 'rejected',
     code,
-    retryAfterMs: code === 'RATE_LIMITED' || code === 'SALE_SOLD_OUT' ? Number(b) : undefined,
+    retryAfterMs: code === 'SALE_SOLD_OUT' ? Number(b) : undefined,
     offerId,
     botSignals: d ? String(d).split(',') : [],
   };
 }
 
+// An attempt this soon after the shopper's previous one is faster than a person clicks (a bot signal).
+const INHUMAN_MS = 100;
+
 export const purchaseRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, { sc }) => {
+  // The purchase's abuse limits, per address and per shopper, in this process (see LocalBuckets: why not in
+  // Redis). Taken before the ticket is looked at, so a flood of made-up tickets costs no Redis read either.
+  const buckets = new LocalBuckets();
   app.post(
     '/sales/:saleId/purchase',
     {
@@ -171,10 +159,19 @@ export const purchaseRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = as
 
       const { skus } = await sc.catalog.require(saleId);
       if (!skus.has(body.sku)) throw rejectPurchase(sc, shopper, saleId, body.sku, 'SKU_NOT_FOUND');
+      const s = sc.settings;
+      const now = Date.now();
+      const shopperKey = `u:${userId}`;
+      const previous = buckets.lastAsked(shopperKey);
+      const wait = Math.max(
+        buckets.take(`ip:${shopper.ipHash}`, s.ipRatePerSecond, s.ipBurst, now),
+        buckets.take(shopperKey, s.shopperRatePerSecond, s.shopperBurst, now),
+      );
+      if (wait > 0) throw rejectPurchase(sc, shopper, saleId, body.sku, 'RATE_LIMITED', wait);
       const ticket: TicketCheck = !early.ok || early.ticket.userId === userId ? early : { ok: false, code: 'TICKET_INVALID' };
       if (!ticket.ok) {
         // A retry of an answered purchase still gets its answer, even once the ticket has expired.
-        const prior = await sc.redis.get(saleKeys(saleId).idempotency(userId, key)).catch(() => null);
+        const prior = await answeredPurchase(sc.redis, { saleId, userId, idempotencyKey: key }).catch(() => null);
         if (prior?.startsWith(`${body.sku}|${qty}\n`)) return reply.code(202).send(JSON.parse(prior.slice(prior.indexOf('\n') + 1)));
         throw rejectPurchase(sc, shopper, saleId, body.sku, ticket.code);
       }
@@ -189,6 +186,7 @@ export const purchaseRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = as
           ticketId: ticket.ticket.ticketId,
           idempotencyKey: key,
           shopper,
+          rapid: previous !== undefined && now - previous < INHUMAN_MS,
         });
       } catch (error) {
         track(sc, shopper, saleId, body.sku, { type: 'purchase_attempt', qty }, { ts: arrivedAt });

@@ -475,10 +475,11 @@ const catalogRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app
   );
 };
 
-/** Units each shopper holds per SKU (`<user>|<sku>` → units), without the spent tickets the same hash keeps. */
+/** Units each shopper holds per SKU (`<user>|<sku>` → units), without the spent tickets and answers the same hash keeps. */
 export async function readHoldings(redis: SaleRedis, saleId: string): Promise<Record<string, number>> {
   const all = await redis.hgetall(saleKeys(saleId).bought);
   const held: Record<string, number> = {};
-  for (const [field, units] of Object.entries(all)) if (!field.startsWith('ticket:')) held[field] = Number(units);
+  for (const [field, units] of Object.entries(all))
+    if (!field.startsWith('ticket:') && !field.startsWith('idem:')) held[field] = Number(units);
   return held;
 }

@@ -18,33 +18,22 @@ end
 
 // Token bucket, one string per bucket: "<millitokens>:<last ms>". Integer arithmetic and a GET/SET pair:
 // the earlier hash (HMGET, HSET, PEXPIRE) with float tokens cost three calls, and every Lua number
-// handed to Redis is printed with %.14g, which showed up in Redis's own profile of a purchase.
-// Returns 0 when a token was taken, else the ms until one is available; and the ms since this bucket's
-// previous admitted request (for the "inhuman rate" bot signal; -1 when unknown). A refused request
+// handed to Redis is printed with %.14g, which showed up in Redis's own profile. The join and the payment take
+// tokens here, shared by every process; the purchase and the poll count in the process (purchase.ts,
+// waiting-room.ts). Returns 0 when a token was taken, else the ms until one is available. A refused request
 // writes nothing: the refill is a function of time, so the bucket ends up the same.
-// bucket_state works on a value already read, so the purchase reads both its buckets (and its idempotency
-// key) in one MGET; spend_token writes the bucket once a token is taken.
 const TAKE_TOKEN = `
-local function bucket_state(v, rate, burst, now)
+local function take_token(key, rate, burst, now)
   local full = burst * 1000
-  local tokens, since = full, -1
+  local tokens = full
+  local v = redis.call('GET', key)
   if v then
     local sep = string.find(v, ':', 1, true)
-    tokens = tonumber(string.sub(v, 1, sep - 1))
-    since = now - tonumber(string.sub(v, sep + 1))
-    if since > 0 then tokens = math.min(full, tokens + since * rate) end
+    tokens = math.min(full, tonumber(string.sub(v, 1, sep - 1)) + math.max(0, now - tonumber(string.sub(v, sep + 1))) * rate)
   end
-  if tokens < 1000 then return math.ceil((1000 - tokens) / rate), since, tokens end
-  return 0, since, tokens
-end
-local function spend_token(key, tokens, rate, burst, now)
-  redis.call('SET', key, string.format('%d:%d', tokens - 1000, now), 'PX', string.format('%d', math.ceil(burst * 1000 / rate) + 1000))
-end
-local function take_token(key, rate, burst, now)
-  local wait, since, tokens = bucket_state(redis.call('GET', key), rate, burst, now)
-  if wait > 0 then return wait, since end
-  spend_token(key, tokens, rate, burst, now)
-  return 0, since
+  if tokens < 1000 then return math.ceil((1000 - tokens) / rate) end
+  redis.call('SET', key, string.format('%d:%d', tokens - 1000, now), 'PX', string.format('%d', math.ceil(full / rate) + 1000))
+  return 0
 end
 `;
 
@@ -92,51 +81,43 @@ end
 `;
 
 /**
- * reserveUnit — KEYS: meta stock reserved bought idem order expiry outbox rateIp rateShopper offer viewed.
- * ARGV: user sku qty orderId ctxJson limits sessionId ticketId, where `limits` is
- * "<ipRate> <ipBurst> <shopperRate> <shopperBurst> <idemTtlMs>" (one argument: each argument costs the
- * client ~0.5 µs to write, and these are the same for every purchase). The event id is the order id's
- * UUID: not sent twice. A spent ticket is the field `ticket:<id>` of `bought` (kept as long as the sale's
- * keys), so the ticket check and the limit check are one HMGET, and spending it and counting the shopper one HSET.
+ * reserveUnit — KEYS: meta stock reserved bought order expiry outbox offer viewed.
+ * ARGV: user sku qty orderId ctxJson sessionId ticketId idempotencyKey rapid, where `rapid` is '1' when this
+ * process saw the shopper's previous purchase attempt less than 100 ms ago (the "inhuman rate" signal; the
+ * rate limits themselves are in the process, see purchase.ts). The event id is the order id's UUID: not sent
+ * twice. `bought` holds, per shopper, the units held (`<user>|<sku>`), the spent tickets (`ticket:<id>`) and the
+ * answered purchases (`idem:<user>:<key>` → "<sku>|<qty>\n<answer JSON>"), so everything the purchase checks
+ * about the shopper is one HMGET and everything it records about them one HSET. Creating a key per purchase for
+ * the idempotency answer, and two for the rate buckets, was most of the script's cost in Redis (bench/README.md).
  * Returns {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '', offerId} | {'err', code, retryMs,
- * offerId, signalsCsv}, offerId '' when the shopper has no offer for this SKU (or the answer came before it was
- * read). A refusal carries the bot signals too: a bot turned away for stock must still look like one.
+ * offerId, signalsCsv}, offerId '' when the shopper has no offer for this SKU. A refusal carries the bot
+ * signals too: a bot turned away for stock must still look like one.
  */
-const RESERVE_UNIT = `${NOW}${TAKE_TOKEN}${NEXT_RETURN}
-local meta, stock, reserved, bought, idem, order_key, expiry, outbox, rl_ip, rl_user, offer_key, viewed =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+const RESERVE_UNIT = `${NOW}${NEXT_RETURN}
+local meta, stock, reserved, bought, order_key, expiry, outbox, offer_key, viewed =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local user, sku, qty_s, order_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local qty = tonumber(qty_s)
 local held_field = user .. '|' .. sku
--- A spent ticket is a field of the same hash as the shopper's count: read with it, written with it.
-local ticket_field = 'ticket:' .. ARGV[8]
+local ticket_field = 'ticket:' .. ARGV[7]
+local idem_field = 'idem:' .. user .. ':' .. ARGV[8]
 local event_id = string.sub(order_id, string.find(order_id, '.', 1, true) + 1)
-local ip_rate, ip_burst, user_rate, user_burst, idem_ttl = string.match(ARGV[6], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
 local fingerprint = sku .. '|' .. qty_s
 local now = now_ms()
-
--- Both buckets and the idempotency key in one read (all in the sale's slot).
-local got = redis.call('MGET', rl_ip, rl_user, idem)
-local ipr, ipb, ur, ub = tonumber(ip_rate), tonumber(ip_burst), tonumber(user_rate), tonumber(user_burst)
-local wait, _, ip_tokens = bucket_state(got[1], ipr, ipb, now)
-if wait > 0 then return {'err', 'RATE_LIMITED', wait} end
-spend_token(rl_ip, ip_tokens, ipr, ipb, now)
-local wait_u, since, user_tokens = bucket_state(got[2], ur, ub, now)
-if wait_u > 0 then return {'err', 'RATE_LIMITED', wait_u} end
-spend_token(rl_user, user_tokens, ur, ub, now)
 
 -- The bot signals and the offer first, so every answer from here on carries them (the clickstream's attempt
 -- and rejection do): a purchase without a product view in this session, or within 100 ms of the shopper's last.
 local signals = {}
-if redis.call('SISMEMBER', viewed, ARGV[7]) == 0 then table.insert(signals, 'no_prior_view') end
-if since >= 0 and since < 100 then table.insert(signals, 'inhuman_rate') end
+if redis.call('SISMEMBER', viewed, ARGV[6]) == 0 then table.insert(signals, 'no_prior_view') end
+if ARGV[9] == '1' then table.insert(signals, 'inhuman_rate') end
 local signals_csv = table.concat(signals, ',')
 local offer_id = false
 local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'sku', 'price', 'early_access_ms')
 if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then offer_id = of[1] end
 local offer_s = offer_id or ''
 
-local prior = got[3]
+local h = redis.call('HMGET', bought, held_field, ticket_field, idem_field)
+local prior = h[3]
 if prior then
   local nl = string.find(prior, '\\n', 1, true)
   if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s, signals_csv} end
@@ -147,7 +128,6 @@ local m = redis.call('HMGET', meta, 'status', 'starts_at', 'ends_at', 'window_ms
 if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s, signals_csv} end
 local price_s = m[5]
 if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s, signals_csv} end
-local h = redis.call('HMGET', bought, held_field, ticket_field)
 if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s, signals_csv} end
 
 local early_ms = 0
@@ -172,8 +152,6 @@ local now_s = string.format('%d', now)
 local expires_s = string.format('%d', now + tonumber(m[4]))
 redis.call('HINCRBY', stock, sku, '-' .. qty_s)
 redis.call('HINCRBY', reserved, sku, qty_s)
--- The count set (not incremented: the script read it) and the ticket spent, in one call.
-redis.call('HSET', bought, held_field, string.format('%d', held + qty), ticket_field, '1')
 
 -- JSON by concatenation (cjson costs more than the rest of the script): ARGV[5] is the envelope's JSON
 -- without its closing brace; every value added here is an id or SKU already validated against a
@@ -196,7 +174,8 @@ redis.call('XADD', outbox, '*', 'k', user, 'e', event)
 
 local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
   .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
-redis.call('SET', idem, fingerprint .. '\\n' .. answer, 'PX', idem_ttl)
+-- The shopper's count set (the script read it), the ticket spent and the answer kept, in one call.
+redis.call('HSET', bought, held_field, string.format('%d', held + qty), ticket_field, '1', idem_field, fingerprint .. '\\n' .. answer)
 return {'ok', answer, signals_csv, offer_s}
 `;
 
@@ -382,7 +361,7 @@ const raw = (redis: SaleRedis | ChainableCommander) => redis as unknown as RawSc
 export function withSaleScripts(redis: Redis): SaleRedis {
   const r = redis as Redis & { __saleScripts?: boolean };
   if (r.__saleScripts) return r as SaleRedis;
-  redis.defineCommand('reserveUnit', { numberOfKeys: 12, lua: RESERVE_UNIT });
+  redis.defineCommand('reserveUnit', { numberOfKeys: 9, lua: RESERVE_UNIT });
   redis.defineCommand('payOrder', { numberOfKeys: 8, lua: PAY_ORDER });
   redis.defineCommand('expireOrder', { numberOfKeys: 6, lua: EXPIRE_ONE });
   redis.defineCommand('joinQueue', { numberOfKeys: 9, lua: JOIN_QUEUE });
@@ -411,12 +390,11 @@ export interface ReserveUnitCall {
   orderId: string;
   ticketId: string;
   idempotencyKey: string;
-  ipHash: string;
   sessionId: string;
   /** The event envelope's JSON without its closing brace (the script appends the order's fields). */
   envelopeJson: string;
-  /** "<ipRate> <ipBurst> <shopperRate> <shopperBurst> <idemTtlMs>", built once per settings object. */
-  limits: string;
+  /** The shopper's previous attempt came less than 100 ms before this one (the inhuman_rate bot signal). */
+  rapid: boolean;
 }
 
 /** The purchase (RESERVE_UNIT). */
@@ -427,12 +405,9 @@ export function reserveUnitScript(redis: SaleRedis, c: ReserveUnitCall): Promise
     k.stock,
     k.reserved,
     k.bought,
-    k.idempotency(c.userId, c.idempotencyKey),
     k.order(c.orderId),
     k.expiry,
     k.outbox,
-    k.rateByIp(c.ipHash),
-    k.rateByShopper(c.userId),
     k.offer(c.userId),
     k.viewed,
     c.userId,
@@ -440,11 +415,20 @@ export function reserveUnitScript(redis: SaleRedis, c: ReserveUnitCall): Promise
     c.qty,
     c.orderId,
     c.envelopeJson,
-    c.limits,
     c.sessionId,
     c.ticketId,
+    c.idempotencyKey,
+    c.rapid ? '1' : '0',
   );
 }
+
+/** An answered purchase, as the purchase script kept it: "<sku>|<qty>\n<answer JSON>", or null. */
+export function answeredPurchase(redis: SaleRedis, c: { saleId: string; userId: string; idempotencyKey: string }): Promise<string | null> {
+  return redis.hget(saleKeys(c.saleId).bought, answeredPurchaseField(c.userId, c.idempotencyKey));
+}
+
+/** The field of `bought` that keeps a purchase's answer under its idempotency key (see RESERVE_UNIT). */
+export const answeredPurchaseField = (userId: string, idempotencyKey: string) => `idem:${userId}:${idempotencyKey}`;
 
 /** A payment (PAY_ORDER); the sale id is the order id's prefix. */
 export function payOrderScript(

@@ -106,6 +106,27 @@ describe('waiting room', () => {
       await limited.close();
     }
   });
+
+  it("rate-limits a shopper's purchases in the process, before the ticket or Redis is touched", async () => {
+    const limited = await startTestSaleCore({ settings: { ...OPEN_LIMITS, shopperRatePerSecond: 1, shopperBurst: 2 } });
+    try {
+      const saleId = await createSale(limited, { stock: 10, limit: 5 });
+      const who = shopper(`${saleId}-hasty`);
+      const statuses = [];
+      for (let i = 0; i < 3; i++) statuses.push((await purchase(limited, saleId, who)).statusCode);
+      expect(statuses).toEqual([202, 202, 429]);
+      // A flood of made-up tickets is turned away by the same budget, not by a Redis read per request.
+      const forged = await purchase(limited, saleId, who, { ticket: 'not-a-ticket.at-all' });
+      expect(forged.statusCode).toBe(429);
+      expect(forged.json().error.code).toBe('RATE_LIMITED');
+      expect(Number(forged.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect((await readStockLedger(limited.context.redis, saleId)).available['SKU-1']).toBe(8);
+      // Another shopper has a budget of their own.
+      expect((await purchase(limited, saleId, shopper(`${saleId}-calm`))).statusCode).toBe(202);
+    } finally {
+      await limited.close();
+    }
+  });
 });
 
 describe('payment window', () => {
