@@ -1,5 +1,5 @@
 // The clickstream emitter: what shoppers do goes to Kafka through a bounded in-process buffer,
-// flushed in batches (kafkajs does not batch across send() calls). It never blocks or fails a sale:
+// flushed in batches (a Kafka producer sends one request per send() call). It never blocks or fails a sale:
 // when Kafka is slow or down the buffer fills, and what does not fit is dropped and counted.
 import type { EventProducer } from '../common/event-producer.js';
 import { type ClickstreamEvent, encodeEvent, keyOf } from '../common/events.js';

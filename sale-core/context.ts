@@ -34,8 +34,6 @@ export interface SaleSettings {
   clickstreamBuffer: number;
   /** How long the clickstream waits to fill a batch (kafkajs costs per send, not per message). */
   clickstreamLingerMs: number;
-  /** How long a purchase answer is kept for replays of its Idempotency-Key. */
-  idempotencyTtlMs: number;
   /** The Redis set of sale ids this deployment's relay and sweeper watch. */
   activeSalesKey: string;
 }
@@ -69,21 +67,26 @@ function ipHashOf(ip: string, secret: string): string {
 }
 
 // A shopper sends the same session token with every poll and purchase: verify its signature once
-// (bounded cache per secret; the expiry is still checked on every use).
-const sessionsBySecret = new Map<string, Map<string, ShopperSession>>();
+// (bounded cache per secret; the expiry is still checked on every use). Two generations of 50,000: when the
+// newer is full the older goes, so a crowd of more than 50,000 shoppers polling does not empty the whole
+// cache at once and verify every session again (a spike has two tokens per shopper: anonymous, logged in).
+const SESSIONS_PER_GENERATION = 50_000;
+const sessionsBySecret = new Map<string, { newer: Map<string, ShopperSession>; older: Map<string, ShopperSession> }>();
 function verifiedSession(token: string, secret: string): ShopperSession | null {
   let sessions = sessionsBySecret.get(secret);
   if (sessions === undefined) {
-    sessions = new Map();
+    sessions = { newer: new Map(), older: new Map() };
     sessionsBySecret.set(secret, sessions);
   }
-  const cached = sessions.get(token);
-  if (cached) return cached.expiresAt > Date.now() ? cached : null;
-  const session = readSession(token, secret);
-  if (session) {
-    if (sessions.size > 50_000) sessions.clear();
-    sessions.set(token, session);
+  let session = sessions.newer.get(token);
+  if (session) return session.expiresAt > Date.now() ? session : null;
+  session = sessions.older.get(token) ?? readSession(token, secret) ?? undefined;
+  if (!session || session.expiresAt <= Date.now()) return null;
+  if (sessions.newer.size >= SESSIONS_PER_GENERATION) {
+    sessions.older = sessions.newer;
+    sessions.newer = new Map();
   }
+  sessions.newer.set(token, session);
   return session;
 }
 

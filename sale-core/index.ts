@@ -61,7 +61,6 @@ function saleSettings(overrides: Partial<SaleSettings> = {}): SaleSettings {
     relayIntervalMs: c.relayIntervalMs,
     clickstreamBuffer: c.clickstreamBuffer,
     clickstreamLingerMs: c.clickstreamLingerMs,
-    idempotencyTtlMs: 24 * 60 * 60 * 1000,
     activeSalesKey: ACTIVE_SALES,
     ...overrides,
   };

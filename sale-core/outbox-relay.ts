@@ -170,8 +170,12 @@ export class OutboxRelay {
     if (messages.length > 0) {
       await producer.send(this.options.topic, messages);
     }
-    // Only after Kafka acknowledged every message of the batch.
-    await redis.xdel(outbox, ...ids);
+    // Only after Kafka acknowledged every message of the batch. The batch is the stream's head (read from '-'),
+    // and stream ids only grow, so trimming below the next id removes exactly these entries, and costs Redis
+    // (and its append-only file) one short command instead of an XDEL naming every id.
+    const last = ids[ids.length - 1]!;
+    const dash = last.indexOf('-');
+    await redis.xtrim(outbox, 'MINID', `${last.slice(0, dash)}-${BigInt(last.slice(dash + 1)) + 1n}`);
     this.published += messages.length;
     relayed.inc(messages.length);
     return entries.length;
