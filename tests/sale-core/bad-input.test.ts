@@ -128,6 +128,12 @@ describe('bad input is refused and changes nothing', () => {
     expect(await state()).toEqual(before);
     // …but the same key for a different purchase is refused.
     await rejects(() => purchase(core, saleId, buyer, { ticket, key: 'first-purchase-key', qty: 2 }), 422, 'IDEMPOTENCY_KEY_CONFLICT');
+    // A retry that comes after its ticket expired still gets the answer it was given; another key does not buy.
+    const late = await purchase(core, saleId, buyer, { ticket: expired, key: 'first-purchase-key' });
+    expect(late.statusCode).toBe(202);
+    expect(late.json()).toEqual(first.json());
+    await rejects(() => purchase(core, saleId, buyer, { ticket: expired, key: 'third-purchase-key' }), 403, 'TICKET_EXPIRED');
+    expect(await state()).toEqual(before);
   });
 
   it('missing, forged or anonymous sessions', async () => {
