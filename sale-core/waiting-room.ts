@@ -4,7 +4,9 @@
 // X-Position-Token) verifies the signature and decides in-process: positions are admitted at the sale's
 // admission rate from its start (burst first), arithmetic on the sale's meta, and the units left come from
 // a per-process view of the sale refreshed by one Redis read per sale every few hundred ms (SaleViews).
-// So a poll costs Redis nothing, and no number of waiting shoppers serializes on the sale's hash slot.
+// So a poll costs Redis nothing, and no number of waiting shoppers serializes on the sale's hash slot. A poll
+// costs the process little too: a token is verified once and remembered (VerifiedPlaces), the view in memory
+// answers without a promise, and the answer does not echo the token the shopper sent.
 //
 // Admitted shoppers get a signed, expiring, single-use admission ticket (single use is the purchase
 // script's). Shoppers waiting behind more shoppers than there are units left are told "probably sold
@@ -28,7 +30,11 @@ const QueueAnswer = Type.Object({
   position: Type.Integer(),
   ahead: Type.Optional(Type.Integer({ description: 'shoppers still waiting in front of you' })),
   retry_after_ms: Type.Optional(Type.Integer({ description: 'poll again after this long' })),
-  position_token: Type.Optional(Type.String({ description: 'your signed place: send it as X-Position-Token when you poll (GET)' })),
+  position_token: Type.Optional(
+    Type.String({
+      description: 'your signed place, from the join (a poll does not repeat it): send it as X-Position-Token when you poll (GET)',
+    }),
+  ),
   ticket: Type.Optional(Type.String({ description: 'admission ticket for one purchase' })),
   ticket_expires_at: Type.Optional(Type.Integer()),
 });
@@ -70,15 +76,21 @@ export class SaleViews {
   ) {}
 
   async get(saleId: string, now = Date.now()): Promise<SaleView> {
+    return this.peek(saleId, now) ?? this.refresh(saleId);
+  }
+
+  /**
+   * The view when one young enough to answer with is at hand (a refresh started if it is older than
+   * `refreshMs`), else undefined: what `get` answers at once, without a promise, for the poll's fast path.
+   */
+  peek(saleId: string, now = Date.now()): SaleView | undefined {
     const view = this.views.get(saleId);
-    const age = view ? now - view.fetchedAt : Number.POSITIVE_INFINITY;
-    if (view && age < this.refreshMs) return view;
-    const refresh = this.refresh(saleId);
-    if (view && age < this.staleMs) {
-      refresh.catch(() => {}); // a failed refresh leaves the view to age; the next poll tries again
-      return view;
-    }
-    return refresh;
+    if (view === undefined) return undefined;
+    const age = now - view.fetchedAt;
+    if (age < this.refreshMs) return view;
+    if (age >= this.staleMs) return undefined;
+    this.refresh(saleId).catch(() => {}); // a failed refresh leaves the view to age; the next poll tries again
+    return view;
   }
 
   private refresh(saleId: string): Promise<SaleView> {
@@ -105,6 +117,38 @@ export class SaleViews {
       this.refreshing.set(saleId, pending);
     }
     return pending;
+  }
+}
+
+/**
+ * The position tokens this process has verified, by their text. A shopper polls with the same token every
+ * few seconds, and verifying it (an HMAC, a base64 decode, a JSON parse) was the largest cost of a poll of
+ * our own. A token's payload is immutable and has no expiry, so a token found here needs no new check of
+ * its signature; its binding does, on every poll: the place must be of the sale in the path and of the
+ * shopper of the session. Only verified tokens are kept (a forged one is checked, and refused, every time).
+ * Bounded: two generations of `generation` tokens; a token not seen for a whole generation is verified again.
+ */
+export class VerifiedPlaces {
+  private current = new Map<string, PositionToken>();
+  private previous = new Map<string, PositionToken>();
+  constructor(
+    private readonly secret: string,
+    private readonly generation = 50_000,
+  ) {}
+
+  /** The place `token` signs for `userId` in sale `saleId`; null when forged, altered, or another sale's or shopper's. */
+  check(token: string, saleId: string, userId: string): PositionToken | null {
+    let place = this.current.get(token);
+    if (place === undefined) {
+      place = this.previous.get(token) ?? checkPositionToken(token, saleId, userId, this.secret) ?? undefined;
+      if (place === undefined) return null;
+      if (this.current.size >= this.generation) {
+        this.previous = this.current;
+        this.current = new Map();
+      }
+      this.current.set(token, place);
+    }
+    return place.saleId === saleId && place.userId === userId ? place : null;
   }
 }
 
@@ -146,6 +190,7 @@ function pollAfterMs(etaMs: number): number {
 export const waitingRoomRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app, { sc }) => {
   const views = new SaleViews(sc.redis);
   const pollBuckets = new LocalBuckets();
+  const places = new VerifiedPlaces(sc.settings.tokenSecret);
 
   // A join turned away as sold out, final or not: the shopper missed out (analytics counts them).
   const refusedJoin = (ctx: ShopperContext, saleId: string, position: number | null) => {
@@ -174,7 +219,7 @@ export const waitingRoomRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> =
     if (admission.outcome === 'outnumbered') {
       if (join) refusedJoin(ctx, saleId, position);
       const error = probablySoldOut(admission.etaMs, admission.ahead);
-      error.headers[POSITION_TOKEN_HEADER] = token;
+      if (join) error.headers[POSITION_TOKEN_HEADER] = token;
       throw error;
     }
     if (admission.outcome === 'admitted') {
@@ -192,8 +237,23 @@ export const waitingRoomRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> =
       position,
       ahead: admission.ahead,
       retry_after_ms: pollAfterMs(admission.etaMs),
-      position_token: token,
+      ...(join ? { position_token: token } : {}),
     } satisfies QueueAnswer;
+  };
+
+  /** A poll's abuse limits (in this process: see LocalBuckets, why not in Redis), then its verified place. */
+  const placeOf = (request: FastifyRequest, ctx: ShopperContext, userId: string, saleId: string, now: number) => {
+    const s = sc.settings;
+    const wait = Math.max(
+      pollBuckets.take(`ip:${ctx.ipHash}`, s.ipRatePerSecond, s.ipBurst, now),
+      pollBuckets.take(`u:${userId}`, s.shopperRatePerSecond, s.shopperBurst, now),
+    );
+    if (wait > 0) throw saleError('RATE_LIMITED', undefined, wait);
+    const token = request.headers[POSITION_TOKEN_HEADER];
+    if (typeof token !== 'string' || token === '') throw saleError('QUEUE_NOT_JOINED');
+    const place = places.check(token, saleId, userId);
+    if (!place) throw saleError('QUEUE_TOKEN_INVALID');
+    return { place, token };
   };
 
   const params = Type.Object({ saleId: Type.String({ pattern: SALE_ID_PATTERN }) });
@@ -281,31 +341,31 @@ export const waitingRoomRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> =
         errorStatuses: [403, 409, 429, 503],
       },
     },
-    async (request, reply) => {
+    // Not async: a poll answered from the view in memory (the common case, the view is refreshed every
+    // 250 ms) is decided and sent without a promise; only a poll that must wait for Redis (the sale not
+    // seen yet, or its view too old) goes the async way.
+    (request) => {
       const { saleId } = request.params;
       const ctx = shopperContext(request, sc.settings)!;
       const userId = requireShopper(ctx);
-      await sc.catalog.require(saleId);
-      const s = sc.settings;
-      // Abuse limits of polls, in this process (see LocalBuckets: why not in Redis).
-      const wait = Math.max(
-        pollBuckets.take(`ip:${ctx.ipHash}`, s.ipRatePerSecond, s.ipBurst),
-        pollBuckets.take(`u:${userId}`, s.shopperRatePerSecond, s.shopperBurst),
-      );
-      if (wait > 0) throw saleError('RATE_LIMITED', undefined, wait);
-      const token = request.headers[POSITION_TOKEN_HEADER];
-      if (typeof token !== 'string' || token === '') throw saleError('QUEUE_NOT_JOINED');
-      const place = checkPositionToken(token, saleId, userId, s.tokenSecret);
-      if (!place) throw saleError('QUEUE_TOKEN_INVALID');
-      let view: SaleView;
-      try {
-        view = await views.get(saleId);
-      } catch {
-        throw saleError('STORE_UNAVAILABLE');
+      const now = Date.now();
+      // A view that knows the sale: it exists, so it has a catalog (the create script writes both at once).
+      const view = views.peek(saleId, now);
+      if (view !== undefined && view.status !== '') {
+        const { place, token } = placeOf(request, ctx, userId, saleId, now);
+        return answer(request, ctx, place, token, decideAdmission(view, place, now), false);
       }
-      const body = answer(request, ctx, place, token, decideAdmission(view, place, Date.now()), false);
-      reply.header(POSITION_TOKEN_HEADER, token);
-      return body;
+      return (async () => {
+        await sc.catalog.require(saleId);
+        const { place, token } = placeOf(request, ctx, userId, saleId, Date.now());
+        let view: SaleView;
+        try {
+          view = await views.get(saleId);
+        } catch {
+          throw saleError('STORE_UNAVAILABLE');
+        }
+        return answer(request, ctx, place, token, decideAdmission(view, place, Date.now()), false);
+      })();
     },
   );
 };
