@@ -8,20 +8,19 @@
 // the RSS of the sale-core process.
 //
 //   npm run bench:sale                      (BENCH_DURATION_MS, BENCH_CONNECTIONS, BENCH_PROCESSES to change the shape)
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { config } from '../common/config.js';
-import { createKafka, createTopicsAndWait } from '../common/kafka.js';
+import { createKafka } from '../common/kafka.js';
 import { createRedis } from '../common/redis.js';
+import { cpuMs, createBenchTopics, spawnBenchScript, startSaleServer, stopProcess } from './bench-processes.js';
 import type { LoadResult } from './shopper-simulator.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 8000);
 const WARMUP = Number(process.env.BENCH_WARMUP_MS ?? 2000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const SHOPPERS = 100_000;
-const here = new URL('.', import.meta.url).pathname;
 
 // BENCH_SERVER_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) goes to the server processes only,
 // so a profile shows the server's cost and not the load generator's.
@@ -36,56 +35,21 @@ const runs = (kind: string) => ONLY.size === 0 || ONLY.has(kind);
 const FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? 0);
 const SALE_BACKGROUND = process.env.BENCH_SALE_BACKGROUND === 'separate' ? 'separate' : 'inline';
 
-function tsx(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): ChildProcess {
-  return spawn(process.execPath, [...nodeArgs, '--import', 'tsx', `${here}${script}`, ...args], {
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-}
-
-async function startServer(
-  kind: string,
-  args: string[] = [],
-  env: Record<string, string> = {},
-): Promise<{ url: string; child: ChildProcess; pids: number[] }> {
-  const child = tsx(
-    'sale-servers.ts',
-    [kind, '0', ...args],
-    {
-      // One IP and a few shoppers firing as fast as they can: the abuse limits would (rightly) stop them.
-      SALE_RATE_IP_PER_SECOND: '1000000',
-      SALE_RATE_IP_BURST: '1000000',
-      SALE_RATE_SHOPPER_PER_SECOND: '1000000',
-      SALE_RATE_SHOPPER_BURST: '1000000',
-      ...env,
-    },
-    SERVER_NODE_ARGS,
-  );
-  const [url, pids] = await new Promise<[string, number[]]>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (chunk) => {
-      out += chunk;
-      const match = /READY (\S+) (\S+)/.exec(out);
-      if (match) resolve([match[1]!, match[2]!.split(',').map(Number)]);
-    });
-    child.once('exit', (code) => reject(new Error(`${kind} server exited (${code}) before it was ready`)));
-  });
-  // The CPU and memory of the serving processes: the one process, or the workers and their primary.
-  return { url, child, pids: [...new Set([child.pid!, ...pids])] };
-}
-
-async function stopServer(child: ChildProcess): Promise<void> {
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
-  if (child.exitCode === null) child.kill('SIGKILL');
-}
+// One IP and a few shoppers firing as fast as they can: the abuse limits would (rightly) stop them.
+const OPEN_LIMITS = {
+  SALE_RATE_IP_PER_SECOND: '1000000',
+  SALE_RATE_IP_BURST: '1000000',
+  SALE_RATE_SHOPPER_PER_SECOND: '1000000',
+  SALE_RATE_SHOPPER_BURST: '1000000',
+};
+const startServer = (kind: string, args: string[] = [], env: Record<string, string> = {}) =>
+  startSaleServer(kind, args, { ...OPEN_LIMITS, ...env }, SERVER_NODE_ARGS);
 
 async function load(url: string, saleId: string, rate?: number): Promise<LoadResult> {
   const args = ['load', '--url', url, '--sale', saleId, '--duration', String(DURATION), '--warmup', String(WARMUP)];
   args.push('--connections', String(CONNECTIONS), '--shoppers', String(SHOPPERS));
   if (rate) args.push('--rate', String(rate));
-  const child = tsx('shopper-simulator.ts', args);
+  const child = spawnBenchScript('shopper-simulator.ts', args);
   let out = '';
   child.stdout!.on('data', (chunk) => {
     out += chunk;
@@ -94,12 +58,6 @@ async function load(url: string, saleId: string, rate?: number): Promise<LoadRes
   const line = out.trim().split('\n').at(-1);
   if (!line) throw new Error('the load generator printed nothing');
   return JSON.parse(line);
-}
-
-/** CPU time (user + system, ms) a process has used so far. */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime, stime in clock ticks (100/s)
 }
 
 /** CPU time of a stack server (Redis, Kafka) from its pid file, or NaN when it is not the local stack's. */
@@ -167,32 +125,28 @@ async function main() {
   const admin = kafka.admin();
   await admin.connect();
   const suffix = randomUUID().slice(0, 8);
-  const topics = { orders: `bench.orders.${suffix}`, clickstream: `bench.clickstream.${suffix}` };
-  await createTopicsAndWait(
-    admin,
-    Object.values(topics).map((topic) => ({ topic, numPartitions: 3 })),
-  );
+  const topics = await createBenchTopics(admin, suffix);
 
   const results: Partial<Record<'ceiling' | 'service' | 'pg' | 'sale' | 'saleHalf' | 'saleHalfEverysec', Measured>> = {};
   try {
     if (runs('ceiling')) {
       const ceiling = await startServer('ceiling');
       results.ceiling = await measured(ceiling.pids, () => load(ceiling.url, 'bench'));
-      await stopServer(ceiling.child);
+      await stopProcess(ceiling.child);
       console.log(row('(a) ceiling: bare fastify', results.ceiling));
     }
 
     if (runs('service-ceiling')) {
       const service = await startServer('service-ceiling');
       results.service = await measured(service.pids, () => load(service.url, 'bench'));
-      await stopServer(service.child);
+      await stopProcess(service.child);
       console.log(row("(a') same on common/http service app", results.service));
     }
 
     if (runs('pg-baseline')) {
       const pg = await startServer('pg-baseline');
       results.pg = await measured(pg.pids, () => load(pg.url, 'bench'));
-      await stopServer(pg.child);
+      await stopProcess(pg.child);
       console.log(row('(b) baseline: PostgreSQL row lock', results.pg));
     }
     if (!runs('sale-core')) return;
@@ -245,8 +199,8 @@ async function main() {
     }
     const memory = sale.pids.map(rssMiB).reduce((a, b) => ({ rss: a.rss + b.rss, peak: a.peak + b.peak }));
     const backgroundMemory = background ? rssMiB(background.child.pid!) : null;
-    await stopServer(sale.child);
-    if (background) await stopServer(background.child);
+    await stopProcess(sale.child);
+    if (background) await stopProcess(background.child);
 
     // Leave nothing behind: the bench sale's keys and its place in the bench set.
     const redis = createRedis();

@@ -26,7 +26,7 @@
 //   SPIKE_ONLY=poll SPIKE_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=<dir>" npm run bench:spike   (profile a poll)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,8 +34,9 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { config } from '../common/config.js';
-import { createKafka, createTopicsAndWait } from '../common/kafka.js';
+import { createKafka } from '../common/kafka.js';
 import { issueSession } from '../sale-core/tokens.js';
+import { cpuMs, createBenchTopics, startSaleServer, stopProcess } from './bench-processes.js';
 
 const SHOPPERS = Number(process.env.SPIKE_SHOPPERS ?? 50_000);
 const UNITS = Number(process.env.SPIKE_UNITS ?? 500);
@@ -64,7 +65,6 @@ const ONLY = process.env.SPIKE_ONLY ?? 'all';
 if (!['all', 'side', 'poll', 'spike'].includes(ONLY)) throw new Error(`SPIKE_ONLY=${ONLY}: one of all, side, poll, spike`);
 // Extra node arguments for the server processes, space-separated (`--cpu-prof --cpu-prof-dir=<dir>`).
 const SERVER_NODE_ARGS = (process.env.SPIKE_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const here = new URL('.', import.meta.url).pathname;
 const { tokenSecret, adminToken } = config().sale;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -75,11 +75,6 @@ async function freePort(): Promise<number> {
   const port = (server.address() as { port: number }).port;
   await new Promise((r) => server.close(r));
   return port;
-}
-
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
 function listening(port: number): Promise<boolean> {
@@ -124,34 +119,7 @@ async function redisStalls(redis: Redis): Promise<string> {
     : latest.map(([event, , last, max]) => `${event} max ${max} ms (latest ${last} ms)`).join(', ');
 }
 
-async function startServer(
-  kind: string,
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ url: string; child: ChildProcess; pids: number[] }> {
-  const child = spawn(process.execPath, [...SERVER_NODE_ARGS, '--import', 'tsx', `${here}sale-servers.ts`, kind, '0', ...args], {
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const [url, pids] = await new Promise<[string, number[]]>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (chunk) => {
-      out += chunk;
-      const match = /READY (\S+) (\S+)/.exec(out);
-      if (match) resolve([match[1]!, match[2]!.split(',').map(Number)]);
-    });
-    child.once('exit', (code) => reject(new Error(`${kind} exited (${code}) before it was ready`)));
-  });
-  return { url, child, pids: [...new Set([child.pid!, ...pids])] };
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([exited, sleep(8000)]);
-  if (child.exitCode === null) child.kill('SIGKILL');
-}
+const startServer = (kind: string, args: string[], env: Record<string, string>) => startSaleServer(kind, args, env, SERVER_NODE_ARGS);
 
 /** Total Redis command calls so far (INFO commandstats), and per command. */
 async function commandCalls(redis: Redis): Promise<Map<string, number>> {
@@ -269,11 +237,7 @@ async function main() {
   const admin = kafka.admin();
   await admin.connect();
   const suffix = randomUUID().slice(0, 8);
-  const topics = { orders: `bench.orders.${suffix}`, clickstream: `bench.clickstream.${suffix}` };
-  await createTopicsAndWait(
-    admin,
-    Object.values(topics).map((topic) => ({ topic, numPartitions: 3 })),
-  );
+  const topics = await createBenchTopics(admin, suffix);
   const servers: ChildProcess[] = [];
   const pools: Pool[] = [];
   const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '-');
@@ -657,11 +621,11 @@ async function main() {
     console.log(`load average after: ${loadNow()}`);
   } finally {
     for (const pool of pools) await pool.close().catch(() => {});
-    for (const child of servers) await stop(child);
+    for (const child of servers) await stopProcess(child);
     await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
     await admin.disconnect();
     redis.client.disconnect();
-    await stop(redis.child);
+    await stopProcess(redis.child);
     rmSync(redis.dir, { recursive: true, force: true });
   }
 }

@@ -51,6 +51,9 @@ export async function knownSales(reader: ClickHouseClient, limit = 200): Promise
   );
 }
 
+/** A row of the sales comparison as the Sales page gets it: the totals, and paid orders per shopper. */
+export type SaleComparison = Awaited<ReturnType<typeof compareSales>>[number] & { conversion: number | null };
+
 /** Per-sale totals for comparing sales side by side. */
 export async function compareSales(reader: ClickHouseClient, saleIds: string[]) {
   return selectRows<{
@@ -301,7 +304,7 @@ export function registerInsightRoutes(
           ),
         )
       : [];
-    return { sales: rows.map((r) => ({ ...r, conversion: r.shoppers ? r.orders_paid / r.shoppers : null })) };
+    return { sales: rows.map((r): SaleComparison => ({ ...r, conversion: r.shoppers ? r.orders_paid / r.shoppers : null })) };
   });
 
   app.post('/api/sales', { ...marketer, schema: { body: CreateSales } }, async (request, reply) => {

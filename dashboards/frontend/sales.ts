@@ -2,20 +2,9 @@
 // and compare past sales side by side.
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
+import type { SaleComparison } from '../insight-routes.js';
 import type { SaleRecord } from '../store.js';
 import { type Account, api, ChartCard, ErrorNote, money, pct, Table } from './lib.js';
-
-export interface SaleComparison {
-  sale_id: string;
-  shoppers: number;
-  orders_reserved: number;
-  orders_paid: number;
-  units_paid: number;
-  revenue_cents: number;
-  conversion: number | null;
-  sell_out_seconds: number | null;
-  rejections: number;
-}
 
 const localInput = (ms: number) => new Date(ms - new Date().getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
 
