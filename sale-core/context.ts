@@ -4,6 +4,7 @@ import type { FastifyRequest } from 'fastify';
 import type { ClickstreamEvent } from '../common/events.js';
 import type { ClickstreamEmitter } from './clickstream.js';
 import { saleError } from './errors.js';
+import { GenerationalMap } from './generational-map.js';
 import type { OutboxRelay } from './outbox-relay.js';
 import type { CatalogSnapshots } from './sales.js';
 import type { SaleRedis } from './scripts.js';
@@ -67,27 +68,24 @@ function ipHashOf(ip: string, secret: string): string {
 }
 
 // A shopper sends the same session token with every poll and purchase: verify its signature once
-// (bounded cache per secret; the expiry is still checked on every use). Two generations of 50,000: when the
-// newer is full the older goes, so a crowd of more than 50,000 shoppers polling does not empty the whole
-// cache at once and verify every session again (a spike has two tokens per shopper: anonymous, logged in).
+// (bounded cache per secret; the expiry is still checked on every use). Two generations of 50,000
+// (GenerationalMap), so a crowd of more than 50,000 shoppers polling does not empty the whole cache at once and
+// verify every session again (a spike has two tokens per shopper: anonymous, logged in).
 const SESSIONS_PER_GENERATION = 50_000;
-const sessionsBySecret = new Map<string, { newer: Map<string, ShopperSession>; older: Map<string, ShopperSession> }>();
+const sessionsBySecret = new Map<string, GenerationalMap<ShopperSession>>();
 function verifiedSession(token: string, secret: string): ShopperSession | null {
   let sessions = sessionsBySecret.get(secret);
   if (sessions === undefined) {
-    sessions = { newer: new Map(), older: new Map() };
+    sessions = new GenerationalMap(SESSIONS_PER_GENERATION);
     sessionsBySecret.set(secret, sessions);
   }
-  let session = sessions.newer.get(token);
-  if (session) return session.expiresAt > Date.now() ? session : null;
-  session = sessions.older.get(token) ?? readSession(token, secret) ?? undefined;
-  if (!session || session.expiresAt <= Date.now()) return null;
-  if (sessions.newer.size >= SESSIONS_PER_GENERATION) {
-    sessions.older = sessions.newer;
-    sessions.newer = new Map();
+  let session = sessions.get(token);
+  if (session === undefined) {
+    session = readSession(token, secret) ?? undefined;
+    if (session === undefined) return null;
+    sessions.set(token, session);
   }
-  sessions.newer.set(token, session);
-  return session;
+  return session.expiresAt > Date.now() ? session : null;
 }
 
 /** The bearer token of the request, unverified ('' when absent or not a bearer). */

@@ -10,6 +10,7 @@ import rateLimit, { type CreateRateLimitOptions } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { type SaleSettings, sessionOfRequest } from './context.js';
 import { saleError } from './errors.js';
+import { GenerationalMap } from './generational-map.js';
 
 const WINDOW_MS = 60_000;
 // Counters each limit keeps (least recently seen dropped first): room for the addresses and shoppers of a
@@ -69,43 +70,26 @@ export function shopperRouteLimits(app: FastifyInstance, settings: SaleSettings,
  * purchase in the sale's slot. Per process, a client gets up to N times the budget from N processes; neither
  * route can take more stock or a better place that way, so that bound is enough.
  *
- * Bounded in two generations: when the newer one is full, the older one is dropped and the newer becomes the
- * older, so a bucket not asked for during a whole generation starts afresh (full). Re-inserting a key to keep a
- * Map in least-recently-used order, as this did before, made V8 rebuild the table so often that a take cost
- * ~50 µs with 100,000 shoppers in it (bench/README.md).
+ * Bounded: two generations of `capacity / 2` buckets (GenerationalMap); a bucket not asked for during a whole
+ * generation starts afresh (full).
  */
 export class LocalBuckets {
-  private newer = new Map<string, { tokens: number; at: number }>();
-  private older = new Map<string, { tokens: number; at: number }>();
-  constructor(private readonly capacity = 200_000) {}
-
-  private find(key: string): { tokens: number; at: number } | undefined {
-    const bucket = this.newer.get(key);
-    if (bucket !== undefined) return bucket;
-    const old = this.older.get(key);
-    if (old !== undefined) this.keep(key, old);
-    return old;
-  }
-
-  private keep(key: string, bucket: { tokens: number; at: number }): void {
-    if (this.newer.size >= this.capacity / 2) {
-      this.older = this.newer;
-      this.newer = new Map();
-    }
-    this.newer.set(key, bucket);
+  private readonly buckets: GenerationalMap<{ tokens: number; at: number }>;
+  constructor(capacity = 200_000) {
+    this.buckets = new GenerationalMap(capacity / 2);
   }
 
   /** When this key last asked for a token (taken or not), epoch ms; undefined when unknown here. */
   lastAsked(key: string): number | undefined {
-    return this.find(key)?.at;
+    return this.buckets.get(key)?.at;
   }
 
   /** 0 when a token was taken, else the ms until one is available (nothing taken). */
   take(key: string, ratePerSecond: number, burst: number, now = Date.now()): number {
-    let bucket = this.find(key);
+    let bucket = this.buckets.get(key);
     if (bucket === undefined) {
       bucket = { tokens: burst, at: now };
-      this.keep(key, bucket);
+      this.buckets.set(key, bucket);
     } else {
       bucket.tokens = Math.min(burst, bucket.tokens + (Math.max(0, now - bucket.at) * ratePerSecond) / 1000);
       bucket.at = now;

@@ -19,6 +19,7 @@ import type { FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { requireShopper, type SaleContext, type ShopperContext, shopperContext, ticketSession } from './context.js';
 import { isSaleErrorCode, probablySoldOut, rejectReason, saleError, soldOut } from './errors.js';
+import { GenerationalMap } from './generational-map.js';
 import { SALE_ID_PATTERN } from './keys.js';
 import { LocalBuckets } from './rate-limits.js';
 import { joinQueueScript, type SaleRedis, saleStateScript } from './scripts.js';
@@ -126,27 +127,25 @@ export class SaleViews {
  * our own. A token's payload is immutable and has no expiry, so a token found here needs no new check of
  * its signature; its binding does, on every poll: the place must be of the sale in the path and of the
  * shopper of the session. Only verified tokens are kept (a forged one is checked, and refused, every time).
- * Bounded: two generations of `generation` tokens; a token not seen for a whole generation is verified again.
+ * Bounded: two generations of `generation` tokens (GenerationalMap); a token not seen for a whole generation is
+ * verified again.
  */
 export class VerifiedPlaces {
-  private current = new Map<string, PositionToken>();
-  private previous = new Map<string, PositionToken>();
+  private readonly places: GenerationalMap<PositionToken>;
   constructor(
     private readonly secret: string,
-    private readonly generation = 50_000,
-  ) {}
+    generation = 50_000,
+  ) {
+    this.places = new GenerationalMap(generation);
+  }
 
   /** The place `token` signs for `userId` in sale `saleId`; null when forged, altered, or another sale's or shopper's. */
   check(token: string, saleId: string, userId: string): PositionToken | null {
-    let place = this.current.get(token);
+    let place = this.places.get(token);
     if (place === undefined) {
-      place = this.previous.get(token) ?? checkPositionToken(token, saleId, userId, this.secret) ?? undefined;
+      place = checkPositionToken(token, saleId, userId, this.secret) ?? undefined;
       if (place === undefined) return null;
-      if (this.current.size >= this.generation) {
-        this.previous = this.current;
-        this.current = new Map();
-      }
-      this.current.set(token, place);
+      this.places.set(token, place);
     }
     return place.saleId === saleId && place.userId === userId ? place : null;
   }
