@@ -188,7 +188,7 @@ export function registerInsightRoutes(
       insight(newVsReturning(reader, { saleId })),
       insight(missedOutShoppers(reader, { saleId, limit: 500 })),
       insight(repeatBuyers(reader, { saleIds: chronological.length ? chronological : [saleId], limit: 200 })),
-      // Retention needs a later sale to come back to (ClickHouse's retention() wants two conditions or more).
+      // Retention needs a later sale to come back to: with this sale alone there is nothing to show, nor to ask.
       cohort.length >= 2 ? insight(retentionAcrossSales(reader, { saleIds: cohort })) : Promise.resolve([]),
       insight(
         selectRows<{ segment: string; shoppers: number }>(
