@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { createPostgresPool } from '../../common/postgres.js';
 import { ingestMetrics, startIngest } from '../../ingest/index.js';
-import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { createIngestTopics, deleteTopics } from '../support/kafka.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, orderEvent, produce, uniqueSale, waitUntil } from './support/events.js';
 import { clickstreamCounts, countOf, freshWarehouseDir, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
 
@@ -44,11 +44,7 @@ describe('ingest crash between insert and commit', () => {
 
   beforeAll(async () => {
     kafka = createKafka('ingest-crash-test');
-    [topics.clickstream, topics.orders, topics.deadLetters] = await Promise.all([
-      createTestTopic('clickstream.v1', 2, kafka),
-      createTestTopic('orders.v1', 2, kafka),
-      createTestTopic('dlq.v1', 1, kafka),
-    ]);
+    Object.assign(topics, await createIngestTopics(kafka, { clickstream: 2, orders: 2 }));
     pool = createPostgresPool({ max: 2 });
   });
 

@@ -9,7 +9,7 @@ import { createKafka } from '../../common/kafka.js';
 import { registry } from '../../common/metrics.js';
 import { createPostgresPool } from '../../common/postgres.js';
 import { type Ingest, ingestMetrics, startIngest } from '../../ingest/index.js';
-import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { createIngestTopics, deleteTopics } from '../support/kafka.js';
 import { readDeadLetters } from './support/dead-letters.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, orderEvent, produce, uniqueSale, waitUntil } from './support/events.js';
 import { clickstreamCounts, countOf, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
@@ -25,11 +25,7 @@ describe('ingest end to end', () => {
 
   beforeAll(async () => {
     kafka = createKafka('ingest-e2e');
-    [topics.clickstream, topics.orders, topics.deadLetters] = await Promise.all([
-      createTestTopic('clickstream.v1', 3, kafka),
-      createTestTopic('orders.v1', 3, kafka),
-      createTestTopic('dlq.v1', 1, kafka),
-    ]);
+    Object.assign(topics, await createIngestTopics(kafka, { clickstream: 3, orders: 3 }));
     producer = await connectedProducer(kafka);
     pool = createPostgresPool({ max: 4 });
     test = await openTestWarehouse();

@@ -10,7 +10,7 @@ import type { Warehouse } from '../../analytics/warehouse/warehouse.js';
 import { createKafka } from '../../common/kafka.js';
 import { createPostgresPool } from '../../common/postgres.js';
 import { type Ingest, ingestMetrics, startIngest } from '../../ingest/index.js';
-import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { createIngestTopics, deleteTopics } from '../support/kafka.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, orderEvent, produce, uniqueSale, waitUntil } from './support/events.js';
 import { clickstreamCounts, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
 
@@ -45,11 +45,7 @@ describe('ingest: eviction from the consumer group', () => {
   });
 
   const ownTopics = async () => {
-    const own = {
-      clickstream: await createTestTopic('clickstream.v1', 1, kafka),
-      orders: await createTestTopic('orders.v1', 1, kafka),
-      deadLetters: await createTestTopic('dlq.v1', 1, kafka),
-    };
+    const own = await createIngestTopics(kafka, { clickstream: 1, orders: 1 });
     topics.push(...Object.values(own));
     return own;
   };

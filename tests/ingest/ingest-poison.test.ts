@@ -16,7 +16,7 @@ import { registry } from '../../common/metrics.js';
 import { createPostgresPool } from '../../common/postgres.js';
 import { type Ingest, startIngest } from '../../ingest/index.js';
 import { createWarehouseSink } from '../../ingest/warehouse-sink.js';
-import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { createIngestTopics, createTestTopic, deleteTopics } from '../support/kafka.js';
 import { readDeadLetters } from './support/dead-letters.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, orderEvent, produce, uniqueSale, waitUntil } from './support/events.js';
 import { clickstreamCounts, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
@@ -48,11 +48,7 @@ describe('ingest: poison events never stall a partition', () => {
 
   beforeAll(async () => {
     kafka = createKafka('ingest-poison');
-    [topics.clickstream, topics.orders, topics.deadLetters] = await Promise.all([
-      createTestTopic('clickstream.v1', 2, kafka),
-      createTestTopic('orders.v1', 2, kafka),
-      createTestTopic('dlq.v1', 1, kafka),
-    ]);
+    Object.assign(topics, await createIngestTopics(kafka, { clickstream: 2, orders: 2 }));
     producer = await connectedProducer(kafka);
     pool = createPostgresPool({ max: 4 });
     test = await openTestWarehouse();

@@ -5,7 +5,7 @@ import type { Kafka } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { type Ingest, startIngest } from '../../ingest/index.js';
-import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { createIngestTopics, createTestTopic, deleteTopics } from '../support/kafka.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, messagesIn, produce, uniqueSale, waitUntil } from './support/events.js';
 import { clickstreamCounts, openTestWarehouse, type TestWarehouse } from './support/warehouse.js';
 
@@ -19,11 +19,7 @@ describe('ingest rebalance', () => {
 
   beforeAll(async () => {
     kafka = createKafka('ingest-rebalance');
-    [topics.clickstream, topics.orders, topics.deadLetters] = await Promise.all([
-      createTestTopic('clickstream.v1', 6, kafka),
-      createTestTopic('orders.v1', 2, kafka),
-      createTestTopic('dlq.v1', 1, kafka),
-    ]);
+    Object.assign(topics, await createIngestTopics(kafka, { clickstream: 6, orders: 2 }));
     test = await openTestWarehouse();
   });
 

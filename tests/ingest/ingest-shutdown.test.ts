@@ -8,7 +8,7 @@ import { openChdbWarehouse } from '../../analytics/warehouse/chdb-warehouse.js';
 import { migrate } from '../../analytics/warehouse/migrate.js';
 import { createKafka } from '../../common/kafka.js';
 import { ingestMetrics, startIngest } from '../../ingest/index.js';
-import { createTestTopic, deleteTopics } from '../support/kafka.js';
+import { createIngestTopics, deleteTopics } from '../support/kafka.js';
 import { clickEvent, connectedProducer, groupCaughtUp, messageOf, produce, uniqueSale, waitUntil } from './support/events.js';
 import { countOf, freshWarehouseDir, type TestWarehouse } from './support/warehouse.js';
 
@@ -20,11 +20,7 @@ describe('ingest shutdown while the warehouse is failing', () => {
 
   beforeAll(async () => {
     kafka = createKafka('ingest-shutdown');
-    [topics.clickstream, topics.orders, topics.deadLetters] = await Promise.all([
-      createTestTopic('clickstream.v1', 1, kafka),
-      createTestTopic('orders.v1', 1, kafka),
-      createTestTopic('dlq.v1', 1, kafka),
-    ]);
+    Object.assign(topics, await createIngestTopics(kafka, { clickstream: 1, orders: 1 }));
     // No migrations yet: every insert fails until the tables exist.
     const dir = freshWarehouseDir();
     const warehouse = await openChdbWarehouse(dir, 'flashsale');
