@@ -10,6 +10,11 @@ import { postgresDir, type Service, type ServiceName, services, stackDir } from 
 // Below Linux's ephemeral range (32768–60999): a port from that range can be taken as the local end
 // of some outgoing connection while a crash test has its server down, and the restart then fails.
 const PRIVATE_PORTS = { from: 20_000, to: 32_000 };
+// Test files run side by side, one per vitest worker. A port free when one file looked can be one that
+// another file has just let go of and is about to take again (the main-job test restarts its main job
+// on the same ports), so each worker draws from a slice of its own, and a file never gets a port twice.
+const SLICES = 4;
+const handedOut = new Set<number>();
 
 function listensOn(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -19,13 +24,26 @@ function listensOn(port: number): Promise<boolean> {
   });
 }
 
+function workerSlice(): { from: number; to: number } {
+  const worker = Number(process.env.VITEST_POOL_ID ?? 1);
+  const slice = Number.isInteger(worker) && worker > 0 ? (worker - 1) % SLICES : 0;
+  const width = Math.floor((PRIVATE_PORTS.to - PRIVATE_PORTS.from) / SLICES);
+  const from = PRIVATE_PORTS.from + slice * width;
+  return { from, to: from + width };
+}
+
 /** A free loopback port outside the ephemeral range, for a private server or a test's own service. */
 export async function freePort(): Promise<number> {
+  const { from, to } = workerSlice();
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = PRIVATE_PORTS.from + Math.floor(Math.random() * (PRIVATE_PORTS.to - PRIVATE_PORTS.from));
-    if (await listensOn(port)) return port;
+    const port = from + Math.floor(Math.random() * (to - from));
+    if (handedOut.has(port)) continue;
+    if (await listensOn(port)) {
+      handedOut.add(port);
+      return port;
+    }
   }
-  throw new Error('no free port found between 20000 and 32000');
+  throw new Error(`no free port found between ${from} and ${to}`);
 }
 
 export interface PrivateServer {
