@@ -6,6 +6,7 @@ import type { ClickstreamEmitter } from './clickstream.js';
 import { saleError } from './errors.js';
 import { GenerationalMap } from './generational-map.js';
 import type { OutboxRelay } from './outbox-relay.js';
+import type { PurchaseBatches } from './purchase-batches.js';
 import type { CatalogSnapshots } from './sales.js';
 import type { SaleRedis } from './scripts.js';
 import { type AdmissionTicket, hashIp, readSession, type ShopperSession, sessionTokenDigest } from './tokens.js';
@@ -45,6 +46,8 @@ export interface SaleContext {
   clickstream: ClickstreamEmitter;
   relay: OutboxRelay;
   catalog: CatalogSnapshots;
+  /** Where purchases wait for the rest of their event-loop turn, to go to Redis together. */
+  purchases: PurchaseBatches;
 }
 
 /** The envelope fields of an event, from the request and the session. */

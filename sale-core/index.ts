@@ -14,6 +14,7 @@ import { ACTIVE_SALES } from './keys.js';
 import { OutboxRelay } from './outbox-relay.js';
 import { orderRoutes, startExpirySweeper } from './payment.js';
 import { purchaseRoutes } from './purchase.js';
+import { PurchaseBatches } from './purchase-batches.js';
 import { registerRateLimits } from './rate-limits.js';
 import { CatalogSnapshots, saleRoutes } from './sales.js';
 import { withSaleScripts } from './scripts.js';
@@ -100,7 +101,14 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     log,
     intervalMs: settings.relayIntervalMs,
   });
-  const context: SaleContext = { redis, settings, clickstream, relay, catalog: new CatalogSnapshots(redis) };
+  const context: SaleContext = {
+    redis,
+    settings,
+    clickstream,
+    relay,
+    catalog: new CatalogSnapshots(redis),
+    purchases: new PurchaseBatches(redis),
+  };
 
   const app = await createServiceApp({
     name: 'sale-core',

@@ -34,7 +34,7 @@ function keyNames(saleId: string) {
     sold: `${p}sold`, // paid
     initial: `${p}initial`,
     // "<user>|<sku>" → units the shopper holds (reserved or paid); "ticket:<id>" → 1 once spent;
-    // "idem:<user>:<key>" → a purchase's answer under its idempotency key (scripts.ts RESERVE_UNIT)
+    // "idem:<user>:<key>" → a purchase's answer under its idempotency key (scripts.ts RESERVE_UNITS)
     bought: `${p}bought`,
     expiry: `${p}expiry`, // order id → expires_at (ms)
     outbox: `${p}outbox`, // order events waiting for Kafka

@@ -1,7 +1,7 @@
 // The outbox relay: moves order events from each sale's Redis outbox stream to Kafka, in order, and
 // deletes from the stream only what Kafka acknowledged. The purchase script writes the reservation and
 // its outbox entry in one step, so an order event is never lost: a Kafka outage only delays it.
-// A crash between Kafka's ack and the XDEL re-sends entries with the same event_id; consumers dedup on it.
+// A crash between Kafka's ack and the trim re-sends entries with the same event_id; consumers dedup on it.
 //
 // Many sale-core processes may run a relay: a per-sale lease (SET NX PX) lets one of them move a
 // sale's outbox at a time, which keeps the order of one sale's events. The lease is renewed by a

@@ -1,5 +1,5 @@
-// reserveUnit: the purchase. It needs an admission ticket and an Idempotency-Key; one Lua script then,
-// atomically, checks the sale is live, the shopper under the limit and stock left, decrements stock,
+// reserveUnit: the purchase. It needs an admission ticket and an Idempotency-Key; one Lua script then
+// (run for the purchases that arrive together, see purchase-batches.ts), atomically for each, checks the sale is live, the shopper under the limit and stock left, decrements stock,
 // records the reservation with its payment deadline, counts the shopper, and appends order_reserved to
 // the sale's outbox (see scripts.ts). The shopper gets 202 with the order id; a replay of the same
 // key returns the same answer, even after the ticket was spent.
@@ -11,7 +11,7 @@ import { isSaleErrorCode, rejectReason, type SaleErrorCode, saleError, soldOut }
 import { newOrderEventId as newEventId } from './ids.js';
 import { orderIdFor, SALE_ID_PATTERN, SKU_PATTERN } from './keys.js';
 import { LocalBuckets } from './rate-limits.js';
-import { answeredPurchase, reserveUnitScript } from './scripts.js';
+import { answeredPurchase } from './scripts.js';
 import { checkTicket, type TicketCheck } from './tokens.js';
 import { track } from './track.js';
 
@@ -86,7 +86,7 @@ export type ReserveResult =
 export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<ReserveResult> {
   // The order id is "<sale>.<the order_reserved event's UUIDv7>": unique, time-ordered, and the script
   // reads the event id back out of it.
-  const reply = await reserveUnitScript(sc.redis, {
+  const reply = await sc.purchases.reserve({
     saleId: r.saleId,
     userId: r.userId,
     sku: r.sku,

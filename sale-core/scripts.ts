@@ -81,102 +81,120 @@ end
 `;
 
 /**
- * reserveUnit — KEYS: meta stock reserved bought order expiry outbox offer viewed.
- * ARGV: user sku qty orderId ctxJson sessionId ticketId idempotencyKey rapid, where `rapid` is '1' when this
- * process saw the shopper's previous purchase attempt less than 100 ms ago (the "inhuman rate" signal; the
- * rate limits themselves are in the process, see purchase.ts). The event id is the order id's UUID: not sent
- * twice. `bought` holds, per shopper, the units held (`<user>|<sku>`), the spent tickets (`ticket:<id>`) and the
- * answered purchases (`idem:<user>:<key>` → "<sku>|<qty>\n<answer JSON>"), so everything the purchase checks
- * about the shopper is one HMGET and everything it records about them one HSET. Creating a key per purchase for
- * the idempotency answer, and two for the rate buckets, was most of the script's cost in Redis (bench/README.md).
- * Returns {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '', offerId} | {'err', code, retryMs,
- * offerId, signalsCsv}, offerId '' when the shopper has no offer for this SKU. A refusal carries the bot
- * signals too: a bot turned away for stock must still look like one.
+ * reserveUnits — the purchases of one sale that reached this process together (purchase-batches.ts), each
+ * checked and recorded in turn as if it ran alone: a later purchase in the batch sees what an earlier one wrote.
+ * KEYS: meta stock reserved bought expiry outbox viewed, then per purchase: order offer.
+ * ARGV per purchase, 9 each: user sku qty orderId ctxJson sessionId ticketId idempotencyKey rapid, where `rapid` is
+ * '1' when this process saw the shopper's previous purchase attempt less than 100 ms ago (the "inhuman rate"
+ * signal; the rate limits themselves are in the process, see purchase.ts). The event id is the order id's UUID:
+ * not sent twice. `bought` holds, per shopper, the units held (`<user>|<sku>`), the spent tickets (`ticket:<id>`)
+ * and the answered purchases (`idem:<user>:<key>` → "<sku>|<qty>\n<answer JSON>"), so everything the purchase
+ * checks about the shopper is one HMGET and everything it records about them one HSET. Creating a key per purchase
+ * for the idempotency answer, and two for the rate buckets, was most of the script's cost in Redis (bench/README.md).
+ * Returns one reply per purchase, in order: {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '',
+ * offerId} | {'err', code, retryMs, offerId, signalsCsv}, offerId '' when the shopper has no offer for this SKU. A
+ * refusal carries the bot signals too: a bot turned away for stock must still look like one.
  */
-const RESERVE_UNIT = `${NOW}${NEXT_RETURN}
-local meta, stock, reserved, bought, order_key, expiry, outbox, offer_key, viewed =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local user, sku, qty_s, order_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local qty = tonumber(qty_s)
-local held_field = user .. '|' .. sku
-local ticket_field = 'ticket:' .. ARGV[7]
-local idem_field = 'idem:' .. user .. ':' .. ARGV[8]
-local event_id = string.sub(order_id, string.find(order_id, '.', 1, true) + 1)
-local fingerprint = sku .. '|' .. qty_s
+const RESERVE_UNITS = `${NOW}${NEXT_RETURN}
+local meta, stock, reserved, bought, expiry, outbox, viewed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- One clock reading for the batch: its purchases happen in the same instant, as far as Redis can tell.
 local now = now_ms()
-
--- The bot signals and the offer first, so every answer from here on carries them (the clickstream's attempt
--- and rejection do): a purchase without a product view in this session, or within 100 ms of the shopper's last.
-local signals = {}
-if redis.call('SISMEMBER', viewed, ARGV[6]) == 0 then table.insert(signals, 'no_prior_view') end
-if ARGV[9] == '1' then table.insert(signals, 'inhuman_rate') end
-local signals_csv = table.concat(signals, ',')
-local offer_id = false
-local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'sku', 'price', 'early_access_ms')
-if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then offer_id = of[1] end
-local offer_s = offer_id or ''
-
-local h = redis.call('HMGET', bought, held_field, ticket_field, idem_field)
-local prior = h[3]
-if prior then
-  local nl = string.find(prior, '\\n', 1, true)
-  if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s, signals_csv} end
-  return {'replay', string.sub(prior, nl + 1), '', offer_s}
-end
-
-local m = redis.call('HMGET', meta, 'status', 'starts_at', 'ends_at', 'window_ms', 'price:' .. sku, 'limit:' .. sku)
-if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s, signals_csv} end
-local price_s = m[5]
-if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s, signals_csv} end
-if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s, signals_csv} end
-
-local early_ms = 0
-if offer_id then
-  if of[2] == 'price' and tonumber(of[4]) then price_s = string.format('%d', tonumber(of[4])) end
-  if of[2] == 'early_access' then early_ms = tonumber(of[5]) or 0 end
-end
-
-local starts_at, ends_at = tonumber(m[2]), tonumber(m[3])
-if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0, offer_s, signals_csv} end
-
-local held = tonumber(h[1]) or 0
-if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0, offer_s, signals_csv} end
-local available = tonumber(redis.call('HGET', stock, sku)) or 0
-if available < qty then
-  if available > 0 then return {'err', 'SALE_FEWER_LEFT', 0, offer_s, signals_csv} end
-  return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now), offer_s, signals_csv}
-end
-
--- Numbers go to Redis and into JSON as strings made once: qty_s is the caller's validated integer.
 local now_s = string.format('%d', now)
-local expires_s = string.format('%d', now + tonumber(m[4]))
-redis.call('HINCRBY', stock, sku, '-' .. qty_s)
-redis.call('HINCRBY', reserved, sku, qty_s)
+-- The sale's state, price and limit of a SKU: no purchase changes them, so one read per SKU per batch.
+local sku_meta = {}
 
--- JSON by concatenation (cjson costs more than the rest of the script): ARGV[5] is the envelope's JSON
--- without its closing brace; every value added here is an id or SKU already validated against a
--- pattern without quotes or backslashes, an integer string, or an offer id that goes through cjson.
-local signals_json = ''
-if #signals > 0 then signals_json = ',"bot_signals":["' .. table.concat(signals, '","') .. '"]' end
-local ctx = ARGV[5] .. signals_json .. '}'
-local offer_json = 'null'
-if offer_id then offer_json = cjson.encode(offer_id) end
-local order_fields = ',"order_id":"' .. order_id .. '","price":' .. price_s .. ',"qty":' .. qty_s
-  .. ',"status":"reserved","expires_at":' .. expires_s
-local event = ARGV[5] .. signals_json .. ',"event_id":"' .. event_id .. '","type":"order_reserved","ts":' .. now_s
-  .. order_fields
-if offer_id then event = event .. ',"offer_id":' .. offer_json end
-event = event .. '}'
-redis.call('HSET', order_key, 'user', user, 'sku', sku, 'qty', qty_s, 'price', price_s, 'status', 'reserved',
-  'reserved_at', now_s, 'expires_at', expires_s, 'offer_id', offer_id or '', 'ctx', ctx)
-redis.call('ZADD', expiry, expires_s, order_id)
-redis.call('XADD', outbox, '*', 'k', user, 'e', event)
+local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelope, session, ticket, idem_key, rapid)
+  local qty = tonumber(qty_s)
+  local held_field = user .. '|' .. sku
+  local ticket_field = 'ticket:' .. ticket
+  local idem_field = 'idem:' .. user .. ':' .. idem_key
+  local event_id = string.sub(order_id, string.find(order_id, '.', 1, true) + 1)
+  local fingerprint = sku .. '|' .. qty_s
 
-local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
-  .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
--- The shopper's count set (the script read it), the ticket spent and the answer kept, in one call.
-redis.call('HSET', bought, held_field, string.format('%d', held + qty), ticket_field, '1', idem_field, fingerprint .. '\\n' .. answer)
-return {'ok', answer, signals_csv, offer_s}
+  -- The bot signals and the offer first, so every answer from here on carries them (the clickstream's attempt
+  -- and rejection do): a purchase without a product view in this session, or within 100 ms of the shopper's last.
+  local signals = {}
+  if redis.call('SISMEMBER', viewed, session) == 0 then table.insert(signals, 'no_prior_view') end
+  if rapid == '1' then table.insert(signals, 'inhuman_rate') end
+  local signals_csv = table.concat(signals, ',')
+  local offer_id = false
+  local of = redis.call('HMGET', offer_key, 'offer_id', 'kind', 'sku', 'price', 'early_access_ms')
+  if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then offer_id = of[1] end
+  local offer_s = offer_id or ''
+
+  local h = redis.call('HMGET', bought, held_field, ticket_field, idem_field)
+  local prior = h[3]
+  if prior then
+    local nl = string.find(prior, '\\n', 1, true)
+    if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s, signals_csv} end
+    return {'replay', string.sub(prior, nl + 1), '', offer_s}
+  end
+
+  local m = sku_meta[sku]
+  if not m then
+    m = redis.call('HMGET', meta, 'status', 'starts_at', 'ends_at', 'window_ms', 'price:' .. sku, 'limit:' .. sku)
+    sku_meta[sku] = m
+  end
+  if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s, signals_csv} end
+  local price_s = m[5]
+  if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s, signals_csv} end
+  if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s, signals_csv} end
+
+  local early_ms = 0
+  if offer_id then
+    if of[2] == 'price' and tonumber(of[4]) then price_s = string.format('%d', tonumber(of[4])) end
+    if of[2] == 'early_access' then early_ms = tonumber(of[5]) or 0 end
+  end
+
+  local starts_at, ends_at = tonumber(m[2]), tonumber(m[3])
+  if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0, offer_s, signals_csv} end
+
+  local held = tonumber(h[1]) or 0
+  if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0, offer_s, signals_csv} end
+  local available = tonumber(redis.call('HGET', stock, sku)) or 0
+  if available < qty then
+    if available > 0 then return {'err', 'SALE_FEWER_LEFT', 0, offer_s, signals_csv} end
+    return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now), offer_s, signals_csv}
+  end
+
+  -- Numbers go to Redis and into JSON as strings made once: qty_s is the caller's validated integer.
+  local expires_s = string.format('%d', now + tonumber(m[4]))
+  redis.call('HINCRBY', stock, sku, '-' .. qty_s)
+  redis.call('HINCRBY', reserved, sku, qty_s)
+
+  -- JSON by concatenation (cjson costs more than the rest of the script): the envelope is the event's JSON
+  -- without its closing brace; every value added here is an id or SKU already validated against a
+  -- pattern without quotes or backslashes, an integer string, or an offer id that goes through cjson.
+  local signals_json = ''
+  if #signals > 0 then signals_json = ',"bot_signals":["' .. table.concat(signals, '","') .. '"]' end
+  local ctx = envelope .. signals_json .. '}'
+  local offer_json = 'null'
+  if offer_id then offer_json = cjson.encode(offer_id) end
+  local order_fields = ',"order_id":"' .. order_id .. '","price":' .. price_s .. ',"qty":' .. qty_s
+    .. ',"status":"reserved","expires_at":' .. expires_s
+  local event = envelope .. signals_json .. ',"event_id":"' .. event_id .. '","type":"order_reserved","ts":' .. now_s
+    .. order_fields
+  if offer_id then event = event .. ',"offer_id":' .. offer_json end
+  event = event .. '}'
+  redis.call('HSET', order_key, 'user', user, 'sku', sku, 'qty', qty_s, 'price', price_s, 'status', 'reserved',
+    'reserved_at', now_s, 'expires_at', expires_s, 'offer_id', offer_id or '', 'ctx', ctx)
+  redis.call('ZADD', expiry, expires_s, order_id)
+  redis.call('XADD', outbox, '*', 'k', user, 'e', event)
+
+  local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
+    .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
+  -- The shopper's count set (the script read it), the ticket spent and the answer kept, in one call.
+  redis.call('HSET', bought, held_field, string.format('%d', held + qty), ticket_field, '1', idem_field, fingerprint .. '\\n' .. answer)
+  return {'ok', answer, signals_csv, offer_s}
+end
+
+local replies = {}
+for i = 0, (#KEYS - 7) / 2 - 1 do
+  local a = i * 9
+  replies[i + 1] = reserve(KEYS[8 + 2 * i], KEYS[9 + 2 * i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+    ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+end
+return replies
 `;
 
 /**
@@ -336,12 +354,12 @@ const STOCK_LEDGER = `
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
 `;
 
-type Reply = (string | number | null)[];
+export type Reply = (string | number | null)[];
 
 // The raw commands ioredis defines: positional KEYS then ARGV. Only this module calls them, through the
 // typed wrappers below, which build every key from the sale id: a call site cannot swap two keys.
 interface RawScripts {
-  reserveUnit(...args: (string | number)[]): Promise<Reply>;
+  reserveUnits(...args: (string | number)[]): Promise<Reply[]>;
   payOrder(...args: (string | number)[]): Promise<Reply>;
   expireOrder(...args: (string | number)[]): Promise<number>;
   joinQueue(...args: (string | number)[]): Promise<Reply>;
@@ -361,7 +379,8 @@ const raw = (redis: SaleRedis | ChainableCommander) => redis as unknown as RawSc
 export function withSaleScripts(redis: Redis): SaleRedis {
   const r = redis as Redis & { __saleScripts?: boolean };
   if (r.__saleScripts) return r as SaleRedis;
-  redis.defineCommand('reserveUnit', { numberOfKeys: 9, lua: RESERVE_UNIT });
+  // No fixed number of keys: a batch brings two per purchase, and the count goes first (see reserveUnitsScript).
+  redis.defineCommand('reserveUnits', { lua: RESERVE_UNITS });
   redis.defineCommand('payOrder', { numberOfKeys: 8, lua: PAY_ORDER });
   redis.defineCommand('expireOrder', { numberOfKeys: 6, lua: EXPIRE_ONE });
   redis.defineCommand('joinQueue', { numberOfKeys: 9, lua: JOIN_QUEUE });
@@ -397,29 +416,20 @@ export interface ReserveUnitCall {
   rapid: boolean;
 }
 
-/** The purchase (RESERVE_UNIT). */
-export function reserveUnitScript(redis: SaleRedis, c: ReserveUnitCall): Promise<Reply> {
-  const k = saleKeys(c.saleId);
-  return raw(redis).reserveUnit(
-    k.meta,
-    k.stock,
-    k.reserved,
-    k.bought,
-    k.order(c.orderId),
-    k.expiry,
-    k.outbox,
-    k.offer(c.userId),
-    k.viewed,
-    c.userId,
-    c.sku,
-    c.qty,
-    c.orderId,
-    c.envelopeJson,
-    c.sessionId,
-    c.ticketId,
-    c.idempotencyKey,
-    c.rapid ? '1' : '0',
-  );
+/**
+ * Purchases of one sale in one script call (RESERVE_UNITS): one reply per purchase, in order. Every call must
+ * name `saleId`: the keys are that sale's, and a purchase of another sale in the batch is refused here.
+ */
+export function reserveUnitsScript(redis: SaleRedis, saleId: string, calls: readonly ReserveUnitCall[]): Promise<Reply[]> {
+  const k = saleKeys(saleId);
+  const keys: string[] = [k.meta, k.stock, k.reserved, k.bought, k.expiry, k.outbox, k.viewed];
+  const args: (string | number)[] = [];
+  for (const c of calls) {
+    if (c.saleId !== saleId) throw new Error(`a purchase of sale ${c.saleId} in a batch of sale ${saleId}`);
+    keys.push(k.order(c.orderId), k.offer(c.userId));
+    args.push(c.userId, c.sku, c.qty, c.orderId, c.envelopeJson, c.sessionId, c.ticketId, c.idempotencyKey, c.rapid ? '1' : '0');
+  }
+  return raw(redis).reserveUnits(keys.length, ...keys, ...args);
 }
 
 /** An answered purchase, as the purchase script kept it: "<sku>|<qty>\n<answer JSON>", or null. */
@@ -427,7 +437,7 @@ export function answeredPurchase(redis: SaleRedis, c: { saleId: string; userId: 
   return redis.hget(saleKeys(c.saleId).bought, answeredPurchaseField(c.userId, c.idempotencyKey));
 }
 
-/** The field of `bought` that keeps a purchase's answer under its idempotency key (see RESERVE_UNIT). */
+/** The field of `bought` that keeps a purchase's answer under its idempotency key (see RESERVE_UNITS). */
 export const answeredPurchaseField = (userId: string, idempotencyKey: string) => `idem:${userId}:${idempotencyKey}`;
 
 /** A payment (PAY_ORDER); the sale id is the order id's prefix. */
