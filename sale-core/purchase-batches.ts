@@ -1,11 +1,12 @@
 // The purchases of one sale that reach this process in the same turn of its event loop go to Redis as one
 // script call (RESERVE_UNITS), which runs them one after the other, each as if alone.
 //
-// Why: under a spike the most expensive single step of a purchase in this process was writing its command to
-// Redis. Over loopback that write is a system call in which the kernel also delivers the bytes and wakes Redis,
-// about as much CPU as the rest of the purchase's Redis work here (bench/README.md, "batched purchases"). A
-// batch pays that write, the reply's read, and Redis's own per-command overhead once. ioredis's auto-pipelining
-// does not help: it flushes on the next tick, after each request's own callback, so its batches are of one.
+// Why: in sale-core's profile under load, the largest single step of a purchase was writing its command to
+// Redis (over loopback, a system call in which the kernel also delivers the bytes and wakes Redis). A batch
+// pays that write, the reply's read, the client's command object and Redis's per-command and per-script
+// overhead once: 98 → 88 µs of sale-core CPU and 53 → 43 µs of Redis CPU per purchase (bench/README.md,
+// "Batched purchases"). ioredis's auto-pipelining also puts a turn's commands in one write, but each purchase
+// stays a command of its own on both sides, and it measured slower than no pipelining at all.
 //
 // A purchase alone waits only for the end of the current turn (setImmediate), never for a timer.
 import type { Reply, ReserveUnitCall, SaleRedis } from './scripts.js';
@@ -18,8 +19,8 @@ interface Waiting {
 }
 
 /**
- * A batch is capped so one script does not hold Redis for long: at ~10 µs of Redis time per purchase, 32 are
- * a third of a millisecond, during which every other command of every sale waits.
+ * A batch is capped so one script does not hold Redis for long: every other command of every sale waits while
+ * it runs. At the few tens of µs of Redis time a purchase costs (bench/README.md), 32 stay around a millisecond.
  */
 export const MAX_PURCHASES_PER_BATCH = 32;
 

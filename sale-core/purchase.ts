@@ -103,6 +103,8 @@ export async function reserveUnit(sc: SaleContext, r: ReserveRequest): Promise<R
   // The answer is JSON the script built (see scripts.ts): sent as is, not parsed and re-serialised.
   if (outcome === 'ok') return { outcome: 'reserved', answer: String(a), botSignals: b ? String(b).split(',') : [], offerId };
   if (outcome === 'replay') return { outcome: 'replayed', answer: String(a), botSignals: [], offerId };
+  // Redis refused a command of this purchase alone (the rest of its batch went on): the route answers 503.
+  if (outcome === 'failed') throw new Error(`the purchase script failed: ${String(a)}`);
   const code = String(a);
   if (!isSaleErrorCode(code)) throw new Error(`reserveUnit answered an unknown code ${code}`);
   return {
@@ -190,7 +192,7 @@ export const purchaseRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = as
         });
       } catch (error) {
         track(sc, shopper, saleId, body.sku, { type: 'purchase_attempt', qty }, { ts: arrivedAt });
-        request.log.warn({ err: error }, 'reserveUnit failed: Redis unavailable');
+        request.log.warn({ err: error }, 'reserveUnit failed: Redis unavailable, or it refused a command of this purchase');
         throw rejectPurchase(sc, shopper, saleId, body.sku, 'STORE_UNAVAILABLE', 1000);
       }
       track(

@@ -92,8 +92,8 @@ end
  * checks about the shopper is one HMGET and everything it records about them one HSET. Creating a key per purchase
  * for the idempotency answer, and two for the rate buckets, was most of the script's cost in Redis (bench/README.md).
  * Returns one reply per purchase, in order: {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '',
- * offerId} | {'err', code, retryMs, offerId, signalsCsv}, offerId '' when the shopper has no offer for this SKU. A
- * refusal carries the bot signals too: a bot turned away for stock must still look like one.
+ * offerId} | {'err', code, retryMs, offerId, signalsCsv} | {'failed', redisError}, offerId '' when the shopper has no
+ * offer for this SKU. A refusal carries the bot signals too: a bot turned away for stock must still look like one.
  */
 const RESERVE_UNITS = `${NOW}${NEXT_RETURN}
 local meta, stock, reserved, bought, expiry, outbox, viewed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -188,11 +188,18 @@ local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelop
   return {'ok', answer, signals_csv, offer_s}
 end
 
+-- A purchase that raises an error (a key of the wrong type, say an offer some job wrote as a string) fails
+-- alone, as it did before purchases were batched: the others in the batch go on.
 local replies = {}
 for i = 0, (#KEYS - 7) / 2 - 1 do
   local a = i * 9
-  replies[i + 1] = reserve(KEYS[8 + 2 * i], KEYS[9 + 2 * i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-    ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+  local ok, reply = pcall(reserve, KEYS[8 + 2 * i], KEYS[9 + 2 * i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+  if not ok then
+    if type(reply) == 'table' and reply.err then reply = reply.err end
+    reply = {'failed', tostring(reply)}
+  end
+  replies[i + 1] = reply
 end
 return replies
 `;

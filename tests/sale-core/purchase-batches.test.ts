@@ -1,11 +1,13 @@
 // The purchases that reach one process in the same event-loop turn go to Redis as one script call per sale
 // (sale-core/purchase-batches.ts). Each must still be answered as if it ran alone: the limit, the idempotency
 // key and the last unit hold inside a batch, batches of two sales keep to their own keys, a crowd larger than
-// the cap is split, and a batch Redis cannot run fails every purchase in it and records nothing.
+// the cap is split, a purchase Redis refuses fails alone, and a batch Redis cannot run fails every purchase in
+// it and records nothing.
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ShopperContext } from '../../sale-core/context.js';
+import { saleKeys } from '../../sale-core/keys.js';
 import { reserveUnit } from '../../sale-core/purchase.js';
 import { MAX_PURCHASES_PER_BATCH, PurchaseBatches } from '../../sale-core/purchase-batches.js';
 import { readStockLedger } from '../../sale-core/sales.js';
@@ -124,6 +126,19 @@ describe('purchases that arrive together', () => {
     // First come, first served inside and across batches: the units went to the first `stock` arrivals.
     expect(result.slice(0, stock).every((r) => r.outcome === 'reserved')).toBe(true);
     expect(await units(saleId)).toMatchObject({ available: 0, reserved: stock });
+  });
+
+  it('a purchase that Redis refuses fails alone; the rest of its batch goes on', async () => {
+    const saleId = await createSale(core, { stock: 5 });
+    // An offer written as a string instead of a hash (another job's bug): reading it raises WRONGTYPE.
+    await core.context.redis.set(saleKeys(saleId).offer('mallory'), 'not a hash');
+    const { result, calls } = await counted(() =>
+      Promise.allSettled([reserve(saleId, 'jack'), reserve(saleId, 'mallory'), reserve(saleId, 'kim')]),
+    );
+    expect(calls).toBe(1);
+    expect(result.map((r) => (r.status === 'fulfilled' ? r.value.outcome : 'failed'))).toEqual(['reserved', 'failed', 'reserved']);
+    expect(String((result[1] as PromiseRejectedResult).reason)).toContain('WRONGTYPE');
+    expect(await units(saleId)).toMatchObject({ available: 3, reserved: 2 });
   });
 
   it('a purchase alone is not held back for company', async () => {
