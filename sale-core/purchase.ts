@@ -1,8 +1,9 @@
-// reserveUnit: the purchase. It needs an admission ticket and an Idempotency-Key; one Lua script then
-// (run for the purchases that arrive together, see purchase-batches.ts), atomically for each, checks the sale is live, the shopper under the limit and stock left, decrements stock,
-// records the reservation with its payment deadline, counts the shopper, and appends order_reserved to
-// the sale's outbox (see scripts.ts). The shopper gets 202 with the order id; a replay of the same
-// key returns the same answer, even after the ticket was spent.
+// reserveUnit: the purchase. It needs an admission ticket and an Idempotency-Key; one Lua script then (run
+// for the purchases that arrive together, see purchase-batches.ts), atomically for each, checks the sale is
+// live, the shopper under the limit and stock left, decrements stock, records the reservation with its
+// payment deadline, counts the shopper, and appends order_reserved to the sale's outbox (see scripts.ts).
+// The shopper gets 202 with the order id; a replay of the same key returns the same answer, even after the
+// ticket was spent.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { counter } from '../common/metrics.js';
