@@ -34,7 +34,7 @@ export interface SaleSettings {
   expirySweepMs: number;
   relayIntervalMs: number;
   clickstreamBuffer: number;
-  /** How long the clickstream waits to fill a batch (kafkajs costs per send, not per message). */
+  /** How long the clickstream waits to fill a batch (each send to Kafka is a request of its own). */
   clickstreamLingerMs: number;
   /** The Redis set of sale ids this deployment's relay and sweeper watch. */
   activeSalesKey: string;

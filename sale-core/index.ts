@@ -70,7 +70,6 @@ function saleSettings(overrides: Partial<SaleSettings> = {}): SaleSettings {
 export async function startSaleCore(options: SaleCoreOptions = {}): Promise<SaleCore> {
   const settings = saleSettings(options.settings);
   const log = createLogger('sale-core');
-  // Auto-pipelining: the commands of concurrent requests leave in one write instead of one syscall each.
   // No auto-pipelining: it holds each command until the event loop's check phase to send several in one write,
   // and on this path that wait cost more than the writes it saved (bench:sale, interleaved runs: 7,490–7,510
   // purchases/s without it, 6,088–6,587 with it, the same CPU per purchase; bench/README.md).

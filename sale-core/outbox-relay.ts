@@ -151,9 +151,7 @@ export class OutboxRelay {
     const entries = await redis.xrange(outbox, '-', '+', 'COUNT', this.options.batchSize ?? 500);
     if (entries.length === 0) return 0;
     const messages: EventMessage[] = [];
-    const ids: string[] = [];
     for (const [id, fields] of entries) {
-      ids.push(id);
       const key = fields[fields.indexOf('k') + 1];
       const value = fields[fields.indexOf('e') + 1];
       if (key === undefined || value === undefined) continue;
@@ -173,7 +171,7 @@ export class OutboxRelay {
     // Only after Kafka acknowledged every message of the batch. The batch is the stream's head (read from '-'),
     // and stream ids only grow, so trimming below the next id removes exactly these entries, and costs Redis
     // (and its append-only file) one short command instead of an XDEL naming every id.
-    const last = ids[ids.length - 1]!;
+    const last = entries[entries.length - 1]![0];
     const dash = last.indexOf('-');
     await redis.xtrim(outbox, 'MINID', `${last.slice(0, dash)}-${BigInt(last.slice(dash + 1)) + 1n}`);
     this.published += messages.length;
