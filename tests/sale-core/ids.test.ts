@@ -13,3 +13,13 @@ it('produces unique, valid UUIDv7 ids carrying the timestamp', () => {
   expect(ids.size).toBe(20_000);
   expect(newOrderEventId(0x0123456789ab).slice(0, 13)).toBe('01234567-89ab');
 });
+
+it('ids made in the same millisecond differ, and each carries its own millisecond', () => {
+  const times = [1_795_000_000_000, 1_795_000_000_000, 1_795_000_000_001, 1_795_000_000_000, 0x0123456789ab];
+  const ids = times.map((t) => newOrderEventId(t));
+  expect(new Set(ids).size).toBe(ids.length);
+  ids.forEach((id, i) => {
+    const hex = times[i]!.toString(16).padStart(12, '0');
+    expect(id.slice(0, 13)).toBe(`${hex.slice(0, 8)}-${hex.slice(8)}`);
+  });
+});
