@@ -2,7 +2,8 @@
 // process and remembered by its text. What must not change with it: a remembered place is still bound to its
 // sale and its shopper, forged and altered places are still refused, the abuse limits still answer 429 with
 // Retry-After, and a sale the process has no view of yet is still looked up (404, not a token error).
-// Polls no longer echo the place they were sent; the join still hands it out, in the body and the header.
+// Polls no longer echo the place they were sent; the join still hands it out, in the body and the header. Joins
+// turned away from the view after a sellout keep an abuse limit of the process's.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issuePositionToken } from '../../sale-core/tokens.js';
 import { SaleViews, VerifiedPlaces } from '../../sale-core/waiting-room.js';
@@ -158,6 +159,26 @@ describe('polls', () => {
     expect(Number(byAddress.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     // From another address, the second shopper still has budget.
     expect((await poll(limited, saleId, second, secondPlace, '10.9.9.10')).statusCode).toBe(200);
+  });
+});
+
+describe('joins turned away from the view once the units are gone', () => {
+  it('are limited per shopper and per address in the process: 429 with Retry-After', async () => {
+    const saleId = await createSale(limited, { stock: 1 });
+    expect((await purchase(limited, saleId, shopper(`${saleId}-buyer`))).statusCode).toBe(202);
+    const from = '10.9.8.7';
+    // The first join is the script's (it spends a token of the shopper's in Redis, not here) and has the view read.
+    const [first, second] = [shopper(`${saleId}-first`), shopper(`${saleId}-second`)];
+    expect(refusal(await join(limited, saleId, first, '10.0.0.1'))).toEqual([409, 'SALE_SOLD_OUT']);
+    await limited.context.redis.ping(); // replies come in order: the view is kept by now
+    // The shopper's budget of 3 in this process, then refused (that join spends the address's fourth token).
+    for (let i = 0; i < 3; i++) expect(refusal(await join(limited, saleId, first, from))).toEqual([409, 'SALE_SOLD_OUT']);
+    const flood = await join(limited, saleId, first, from);
+    expect(refusal(flood)).toEqual([429, 'RATE_LIMITED']);
+    expect(Number(flood.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // Another shopper from that address: its fifth token, then the address is refused.
+    expect(refusal(await join(limited, saleId, second, from))).toEqual([409, 'SALE_SOLD_OUT']);
+    expect(refusal(await join(limited, saleId, second, from))).toEqual([429, 'RATE_LIMITED']);
   });
 });
 

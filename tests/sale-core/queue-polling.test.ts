@@ -1,9 +1,11 @@
 // Stateless polling (issue 11): a join is the only Redis step of a waiting shopper; a poll verifies the
 // signed place and decides in-process. Forged, altered or borrowed places are refused, a poll without a
 // join says so, admission follows the positions, polls send nothing to Redis but the per-sale view refresh,
-// and an early "sold out" from the cached view never oversells when lapsed reservations bring units back.
+// and an early "sold out" from the cached view never oversells when lapsed reservations bring units back. Once
+// the units are gone, joins are turned away from that view too, without Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeOffer } from '../../sale-core/offers.js';
+import { saleKeys } from '../../sale-core/keys.js';
 import { readStockLedger } from '../../sale-core/sales.js';
 import { issuePositionToken } from '../../sale-core/tokens.js';
 import {
@@ -195,5 +197,47 @@ describe('sold out from the cached view', () => {
     const ledger = await readStockLedger(core.context.redis, saleId);
     expect(ledger.available['SKU-1']).toBe(0);
     expect((ledger.reserved['SKU-1'] ?? 0) + (ledger.sold['SKU-1'] ?? 0)).toBe(2);
+  });
+});
+
+describe('joins once the units are gone', () => {
+  it('are turned away from the cached view without Redis, and get places again when lapsed reservations bring units back', async () => {
+    const saleId = await createSale(core, { stock: 1, windowMinutes: 0.05 }); // 3 s payment window
+    expect((await purchase(core, saleId, shopper(`${saleId}-buyer`))).statusCode).toBe(202); // held, never paid
+    // The first join after the sellout is the script's; it also has the process read the sale for the joins to come.
+    const first = await join(saleId, shopper(`${saleId}-first`));
+    expect([first.statusCode, first.json().error.code]).toEqual([409, 'SALE_SOLD_OUT']);
+    await core.context.redis.ping(); // replies come in order: that read is answered, and the view kept, by now
+    const redis = core.context.redis;
+    // The commands this process sends meanwhile that name the sale's queue: the join script's.
+    const joinScripts: string[] = [];
+    const original = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((command: { name: string; args: unknown[] }, ...rest: unknown[]) => {
+      if (command.args.some((arg) => String(arg) === saleKeys(saleId).queue)) joinScripts.push(command.name);
+      return (original as (...args: unknown[]) => unknown)(command, ...rest);
+    }) as typeof redis.sendCommand;
+    const crowd = Array.from({ length: 50 }, (_, i) => shopper(`${saleId}-late-${i}`));
+    let answers: Awaited<ReturnType<typeof join>>[];
+    try {
+      answers = [];
+      for (const late of crowd) answers.push(await join(saleId, late));
+    } finally {
+      redis.sendCommand = original;
+    }
+    for (const a of answers) {
+      expect([a.statusCode, a.json().error.code]).toEqual([409, 'SALE_SOLD_OUT']);
+      expect(Number(a.headers['retry-after'])).toBeGreaterThanOrEqual(1); // not final: a unit is held
+    }
+    // No join script ran (what else reached Redis meanwhile is the view's refresh every 250 ms and the relay's and
+    // sweeper's background work), so no shopper of the crowd has a rate bucket in Redis either.
+    expect(joinScripts).toEqual([]);
+    expect(await redis.exists(...crowd.map((late) => saleKeys(saleId).rateByShopper(late.userId)))).toBe(0);
+    // The buyer's window closes, the sweeper returns the unit, the view refreshes: a join gets a place again.
+    const placed = await until(
+      () => join(saleId, crowd[0]!),
+      (res) => res.statusCode === 200,
+      15_000,
+    );
+    expect(placed.json()).toMatchObject({ status: 'admitted', position: 1 });
   });
 });
