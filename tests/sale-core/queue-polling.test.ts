@@ -4,8 +4,8 @@
 // and an early "sold out" from the cached view never oversells when lapsed reservations bring units back. Once
 // the units are gone, joins are turned away from that view too, without Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeOffer } from '../../sale-core/offers.js';
 import { saleKeys } from '../../sale-core/keys.js';
+import { writeOffer } from '../../sale-core/offers.js';
 import { readStockLedger } from '../../sale-core/sales.js';
 import { issuePositionToken } from '../../sale-core/tokens.js';
 import {
