@@ -50,18 +50,28 @@ export function isSaleErrorCode(code: string): code is SaleErrorCode {
 /**
  * SALE_SOLD_OUT while units are held by unpaid reservations: when the first of them may come back. The
  * shopper gets Retry-After and a sentence saying so, instead of a "sold out" that reads final.
- * Retry-After is spread over that wait to 1.5 times it (never earlier than a unit may return): everyone turned
- * away meanwhile would otherwise hear the same moment and come back in step (in the spike bench, 6,000 joins
- * landed in the one second the first payment windows closed).
+ * Retry-After is spread after that moment (never earlier than a unit may return) over half the wait, and over
+ * at least RETURN_SPREAD_MIN_MS: everyone turned away meanwhile would otherwise hear the same moment and come
+ * back in step. Half the wait alone was not enough: the shoppers turned away in the last seconds before a
+ * window closes got a spread of a second or two, and all landed in the second it closed (in the spike bench,
+ * ~3,600 answers a second at +61 s, every one over 50 ms).
  */
 export function soldOut(unitMayReturnInMs: number): AppError {
   if (unitMayReturnInMs <= 0) return saleError('SALE_SOLD_OUT');
+  const spreadMs = Math.max(unitMayReturnInMs / 2, RETURN_SPREAD_MIN_MS);
   return saleError(
     'SALE_SOLD_OUT',
     `Some units are held by orders not paid yet; the first payment window closes in about ${Math.ceil(unitMayReturnInMs / 1000)} s (Retry-After).`,
-    unitMayReturnInMs * (1 + Math.random() * 0.5),
+    unitMayReturnInMs + Math.random() * spreadMs,
   );
 }
+
+/**
+ * The least time over which shoppers turned away while units are held are sent back. Units come back one
+ * payment window at a time, the windows of a sale's first seconds close over about as many seconds, and a
+ * returning crowd spread over ten of them costs the process a tenth of one sent back in step.
+ */
+export const RETURN_SPREAD_MIN_MS = 10_000;
 
 /**
  * The early "sold out" of the waiting room: more shoppers wait ahead than units are left, so this one will

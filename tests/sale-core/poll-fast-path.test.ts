@@ -5,6 +5,7 @@
 // Polls no longer echo the place they were sent; the join still hands it out, in the body and the header. Joins
 // turned away from the view after a sellout keep an abuse limit of the process's.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RETURN_SPREAD_MIN_MS } from '../../sale-core/errors.js';
 import { issuePositionToken } from '../../sale-core/tokens.js';
 import { SaleViews, VerifiedPlaces } from '../../sale-core/waiting-room.js';
 import {
@@ -203,6 +204,26 @@ describe('"sold out" while a unit is held', () => {
     }
     // Spread: 20 shoppers, 31 possible seconds; all alike would be a crowd sent back in step.
     expect(new Set(seconds).size).toBeGreaterThan(3);
+  });
+
+  it('spreads a short wait over ten seconds at least', async () => {
+    // One unit, reserved and not paid, with a payment window of 1.8 s: the shoppers turned away hear "about 2 s".
+    const saleId = await createSale(core, { stock: 1, windowMinutes: 0.03 });
+    expect((await purchase(core, saleId, shopper(`${saleId}-buyer`))).statusCode).toBe(202);
+    const seconds: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await join(core, saleId, shopper(`${saleId}-late-${i}`));
+      if (res.statusCode === 200) break; // the window closed and the unit came back: enough answers
+      expect(refusal(res)).toEqual([409, 'SALE_SOLD_OUT']);
+      seconds.push(Number(res.headers['retry-after']));
+    }
+    expect(seconds.length).toBeGreaterThanOrEqual(10);
+    for (const s of seconds) {
+      expect(s).toBeGreaterThanOrEqual(1);
+      expect(s).toBeLessThanOrEqual(Math.ceil((1_800 + RETURN_SPREAD_MIN_MS) / 1000));
+    }
+    // Without the floor all of them would be told 2 or 3 s; over ten seconds, most are told something later.
+    expect(seconds.filter((s) => s > 3).length).toBeGreaterThan(seconds.length / 3);
   });
 });
 
