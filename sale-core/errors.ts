@@ -68,8 +68,8 @@ export function soldOut(unitMayReturnInMs: number): AppError {
 
 /**
  * The least time over which shoppers turned away while units are held are sent back. Units come back one
- * payment window at a time, the windows of a sale's first seconds close over about as many seconds, and a
- * returning crowd spread over ten of them costs the process a tenth of one sent back in step.
+ * payment window at a time (the windows of a sale's first seconds close over about as many seconds), and a
+ * crowd spread over ten seconds arrives at a tenth of the rate of one sent back within a second.
  */
 export const RETURN_SPREAD_MIN_MS = 10_000;
 

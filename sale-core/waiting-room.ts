@@ -244,8 +244,9 @@ export const waitingRoomRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> =
   // Once a sale's units are gone, nearly every join is a shopper to turn away (in a spike bench run, 49,661 of
   // 50,445 joins). Those are answered from this process's view of the sale, as polls are: no Redis command, where
   // the join script takes two rate tokens (a durable write in the sale's slot) to say the same. Their abuse limit
-  // is then this process's, as a poll's. The view is a few hundred ms old at most, so a unit that came back
-  // since is found at the shopper's retry (Retry-After is at least a second). The refusal event has the
+  // is then this process's, as a poll's. The view is read again every 250 ms while joins or polls come (and
+  // answers at most 2 s old), so a unit that came back since is found at the shopper's retry (Retry-After is at
+  // least a second, and spread over ten, see soldOut). The refusal event has the
   // shopper's place when the request brings its position token (the script would have looked it up).
   const turnAwayBuckets = new LocalBuckets();
   const soldOutByView = (request: FastifyRequest, ctx: ShopperContext, userId: string, saleId: string, now: number) => {

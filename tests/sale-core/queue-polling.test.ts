@@ -217,9 +217,8 @@ describe('joins once the units are gone', () => {
       return (original as (...args: unknown[]) => unknown)(command, ...rest);
     }) as typeof redis.sendCommand;
     const crowd = Array.from({ length: 50 }, (_, i) => shopper(`${saleId}-late-${i}`));
-    let answers: Awaited<ReturnType<typeof join>>[];
+    const answers: Awaited<ReturnType<typeof join>>[] = [];
     try {
-      answers = [];
       for (const late of crowd) answers.push(await join(saleId, late));
     } finally {
       redis.sendCommand = original;
