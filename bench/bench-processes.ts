@@ -62,3 +62,15 @@ export async function createBenchTopics(admin: Admin, suffix: string): Promise<{
   );
   return topics;
 }
+
+/**
+ * The median of a figure measured once per round (a ratio, µs per request), and the list itself for the report:
+ * this machine's speed moves between one phase and the next (other tenants), so a single pair of phases can
+ * land a ratio far off in either direction.
+ */
+export function medianOf(values: number[], digits = 2): { median: number; spread: string } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, spread: values.length > 1 ? ` (median of ${values.map((v) => v.toFixed(digits)).join(', ')})` : '' };
+}
