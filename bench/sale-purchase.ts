@@ -264,26 +264,26 @@ async function main() {
     // median over the rounds, and each round's figure.
     const per = (f: (r: (typeof complete)[number]) => number, digits = 2) => medianOf(complete.map(f), digits);
     const redisUs = per((r) => r.sale.redisUs, 0);
-    const cpuRatio = per((r) => r.sale.cpuUsPerRequest / r.ceiling.cpuUsPerRequest, 1);
-    const ratioPg = per((r) => r.sale.rps / r.pg.rps, 1);
+    const cpuRatio = per((r) => r.sale.cpuUsPerRequest / r.ceiling.cpuUsPerRequest);
+    const ratioPg = per((r) => r.sale.rps / r.pg.rps);
     console.log('');
     console.log(
       `Redis CPU / purchase  ${redisUs.median} µs at max${redisUs.spread}, ${results.saleHalf.redisUs} µs at half   (target ≤ 60 µs)  ${met(redisUs.median <= 60)}`,
     );
     console.log(
-      `sale-core CPU         ${cpuRatio.median.toFixed(1)}x the bare route's per request${cpuRatio.spread} ` +
+      `sale-core CPU         ${cpuRatio.median.toFixed(2)}x the bare route's per request${cpuRatio.spread} ` +
         `(sale-core ${complete.map((r) => r.sale.cpuUsPerRequest).join(', ')} µs, the bare route ${complete.map((r) => r.ceiling.cpuUsPerRequest).join(', ')}; ` +
         `target ≤ 4x, goal 2.5x)  ${met(cpuRatio.median <= 4)}`,
     );
     const backgroundUs = complete.map((r) => r.sale.backgroundUs).filter((us) => us !== undefined);
     if (backgroundUs.length === complete.length) {
-      const serving = per((r) => (r.sale.cpuUsPerRequest - r.sale.backgroundUs!) / r.ceiling.cpuUsPerRequest, 1);
+      const serving = per((r) => (r.sale.cpuUsPerRequest - r.sale.backgroundUs!) / r.ceiling.cpuUsPerRequest);
       console.log(
-        `  the serving process ${serving.median.toFixed(1)}x${serving.spread}, the relay and sweeper's ${backgroundUs.join(', ')} µs on top`,
+        `  the serving process ${serving.median.toFixed(2)}x${serving.spread}, the relay and sweeper's ${backgroundUs.join(', ')} µs on top`,
       );
     }
     console.log(
-      `sale-core / baseline  ${ratioPg.median.toFixed(1)}x the PostgreSQL row lock's rate${ratioPg.spread}   (target ≥ 8x)  ${met(ratioPg.median >= 8)}`,
+      `sale-core / baseline  ${ratioPg.median.toFixed(2)}x the PostgreSQL row lock's rate${ratioPg.spread}   (target ≥ 8x)  ${met(ratioPg.median >= 8)}`,
     );
     const ratioCeiling = per((r) => (100 * r.sale.rps) / r.ceiling.rps, 0);
     console.log(
