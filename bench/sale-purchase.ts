@@ -199,8 +199,8 @@ async function main() {
           r.sale = await measured(sale.pids, () => load(sale.url, saleId), backgroundPids);
           console.log(row(`(c) sale-core purchase, max${tag}`, r.sale));
         });
-      // The yardsticks first in even rounds, sale-core first in odd ones: a host that speeds up or slows down
-      // during the run favours neither side.
+      // The yardsticks first in rounds 1, 3, …, sale-core first in rounds 2, 4, …: a host that speeds up or
+      // slows down during the run favours neither side.
       for (const phase of round % 2 === 0 ? phases : phases.reverse()) await phase();
       rounds.push(r);
     }

@@ -325,8 +325,8 @@ async function main() {
         const p = places[i % places.length]!;
         return { path: `/sales/${waitingSale}/queue`, headers: { authorization: p.auth, 'x-position-token': p.place } };
       };
-      /** The bare route's phase and sale-core's: the bare route first in even rounds, sale-core first in odd
-       * ones, so a host that speeds up or slows down during the run favours neither. */
+      /** The bare route's phase and sale-core's in round `round` (from 0): the bare route first in rounds 1, 3, …
+       * as printed, sale-core first in rounds 2, 4, …, so a host that speeds up or slows down favours neither. */
       const pair = async (round: number, bareSide: () => Promise<void>, coreSide: () => Promise<void>) => {
         const [first, second] = round % 2 === 0 ? [bareSide, coreSide] : [coreSide, bareSide];
         await first();
