@@ -63,11 +63,17 @@ export async function createBenchTopics(admin: Admin, suffix: string): Promise<{
   return topics;
 }
 
-/**
- * The median of a figure measured once per round (a ratio, µs per request), and the list itself for the report:
- * this machine's speed moves between one phase and the next (other tenants), so a single pair of phases can
- * land a ratio far off in either direction.
- */
+// Rounds. This machine's speed moves from one phase to the next (its other tenants): one pair of phases of the
+// same code put sale-core anywhere between 3.0x and 4.5x the bare route's CPU per request, the catalog between
+// 0.55 and 1.12 of its throughput. So the benches measure each pair in rounds, alternate which side goes first
+// (a host that speeds up or slows down during the run then favours neither), and report the median.
+
+/** A round's steps in order: as given in rounds 1, 3, … (`round` counts from 0), reversed in rounds 2, 4, …. */
+export function inRoundOrder<T>(round: number, steps: T[]): T[] {
+  return round % 2 === 0 ? steps : [...steps].reverse();
+}
+
+/** The median of a figure measured once per round (a ratio, µs per request), and the list for the report. */
 export function medianOf(values: number[], digits = 2): { median: number; spread: string } {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;

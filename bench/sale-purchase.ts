@@ -16,7 +16,7 @@ import { loadavg } from 'node:os';
 import { config } from '../common/config.js';
 import { createKafka } from '../common/kafka.js';
 import { createRedis } from '../common/redis.js';
-import { cpuMs, createBenchTopics, medianOf, spawnBenchScript, startSaleServer, stopProcess } from './bench-processes.js';
+import { cpuMs, createBenchTopics, inRoundOrder, medianOf, spawnBenchScript, startSaleServer, stopProcess } from './bench-processes.js';
 import type { LoadResult } from './shopper-simulator.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 8000);
@@ -24,8 +24,7 @@ const WARMUP = Number(process.env.BENCH_WARMUP_MS ?? 2000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const SHOPPERS = 100_000;
 // Rounds of (bare route, PostgreSQL baseline, sale-core at full speed); each target is the median of the
-// rounds' ratios. One round's ratio moved between 3.0x and 4.5x for the same code on one morning (the
-// machine's other tenants change its speed from one phase to the next).
+// rounds' ratios (why: bench-processes.ts, Rounds).
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 
 // BENCH_SERVER_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) goes to the server processes only,
@@ -199,9 +198,7 @@ async function main() {
           r.sale = await measured(sale.pids, () => load(sale.url, saleId), backgroundPids);
           console.log(row(`(c) sale-core purchase, max${tag}`, r.sale));
         });
-      // The yardsticks first in rounds 1, 3, …, sale-core first in rounds 2, 4, …: a host that speeds up or
-      // slows down during the run favours neither side.
-      for (const phase of round % 2 === 0 ? phases : phases.reverse()) await phase();
+      for (const phase of inRoundOrder(round, phases)) await phase();
       rounds.push(r);
     }
     if (!sale) return;

@@ -37,16 +37,14 @@ import { Pool } from 'undici';
 import { config } from '../common/config.js';
 import { createKafka } from '../common/kafka.js';
 import { issueSession } from '../sale-core/tokens.js';
-import { cpuMs, createBenchTopics, medianOf, startSaleServer, stopProcess } from './bench-processes.js';
+import { cpuMs, createBenchTopics, inRoundOrder, medianOf, startSaleServer, stopProcess } from './bench-processes.js';
 
 const SHOPPERS = Number(process.env.SPIKE_SHOPPERS ?? 50_000);
 const UNITS = Number(process.env.SPIKE_UNITS ?? 500);
 const BOT_SHARE = Number(process.env.SPIKE_BOT_SHARE ?? 0.05);
 const PHASE_MS = Number(process.env.SPIKE_PHASE_MS ?? 5000);
 const CONNECTIONS = Number(process.env.SPIKE_CONNECTIONS ?? 64);
-// Rounds of the side-by-side pairs. This machine's speed moves from one 5 s phase to the next (other tenants),
-// so one pair can land a ratio anywhere between ~0.55 and ~1.1 for the same code: each ratio is the median of
-// the rounds' ratios, and the pairs alternate which side goes first.
+// Rounds of the side-by-side pairs; each ratio is the median of the rounds' (why: bench-processes.ts, Rounds).
 const SIDE_ROUNDS = Math.max(1, Number(process.env.SPIKE_SIDE_ROUNDS ?? 3));
 const ADMISSION_RATE = Number(process.env.SPIKE_ADMISSION_RATE ?? 500);
 // The arrival rate of the spike, shoppers per second: SPIKE_RATE, or SPIKE_SHOPPERS within SPIKE_ARRIVAL_MS;
@@ -325,12 +323,9 @@ async function main() {
         const p = places[i % places.length]!;
         return { path: `/sales/${waitingSale}/queue`, headers: { authorization: p.auth, 'x-position-token': p.place } };
       };
-      /** The bare route's phase and sale-core's in round `round` (from 0): the bare route first in rounds 1, 3, …
-       * as printed, sale-core first in rounds 2, 4, …, so a host that speeds up or slows down favours neither. */
+      /** The bare route's phase and sale-core's, in the round's order. */
       const pair = async (round: number, bareSide: () => Promise<void>, coreSide: () => Promise<void>) => {
-        const [first, second] = round % 2 === 0 ? [bareSide, coreSide] : [coreSide, bareSide];
-        await first();
-        await second();
+        for (const side of inRoundOrder(round, [bareSide, coreSide])) await side();
       };
       for (let round = 0; round < SIDE_ROUNDS; round++)
         await pair(
