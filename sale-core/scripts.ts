@@ -88,33 +88,74 @@ end
  * '1' when this process saw the shopper's previous purchase attempt less than 100 ms ago (the "inhuman rate"
  * signal; the rate limits themselves are in the process, see purchase.ts). The event id is the order id's UUID:
  * not sent twice. `bought` holds, per shopper, the units held (`<user>|<sku>`), the spent tickets (`ticket:<id>`)
- * and the answered purchases (`idem:<user>:<key>` → "<sku>|<qty>\n<answer JSON>"), so everything the purchase
- * checks about the shopper is one HMGET and everything it records about them one HSET. Creating a key per purchase
+ * and the answered purchases (`idem:<user>:<key>` → "<sku>|<qty>\n<answer JSON>"), so everything the batch
+ * checks about its shoppers is one HMGET and everything it records about them one HSET. Creating a key per purchase
  * for the idempotency answer, and two for the rate buckets, was most of the script's cost in Redis (bench/README.md).
+ * Likewise the stock, reserved and expiry writes are made once per batch: what a purchase costs Redis is then its
+ * order hash, its outbox entry and its offer read, plus its share of the batch's calls.
  * Returns one reply per purchase, in order: {'ok', answerJson, signalsCsv, offerId} | {'replay', answerJson, '',
  * offerId} | {'err', code, retryMs, offerId, signalsCsv} | {'failed', redisError}, offerId '' when the shopper has no
  * offer for this SKU. A refusal carries the bot signals too: a bot turned away for stock must still look like one.
  */
 const RESERVE_UNITS = `${NOW}${NEXT_RETURN}
 local meta, stock, reserved, bought, expiry, outbox, viewed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local n = (#KEYS - 7) / 2
 -- One clock reading for the batch: its purchases happen in the same instant, as far as Redis can tell.
 local now = now_ms()
 local now_s = string.format('%d', now)
+
+-- What the batch needs to know about its shoppers, read once: whether each session viewed a product, and each
+-- shopper's units held, ticket and answer under the idempotency key.
+local sessions, fields = {}, {}
+for i = 0, n - 1 do
+  local a = i * 9
+  local user = ARGV[a + 1]
+  sessions[i + 1] = ARGV[a + 6]
+  fields[3 * i + 1] = user .. '|' .. ARGV[a + 2]
+  fields[3 * i + 2] = 'ticket:' .. ARGV[a + 7]
+  fields[3 * i + 3] = 'idem:' .. user .. ':' .. ARGV[a + 8]
+end
+local viewed_by = redis.call('SMISMEMBER', viewed, unpack(sessions))
+local shoppers = redis.call('HMGET', bought, unpack(fields))
+
+-- What the batch's purchases wrote to the sale's shared keys so far, written there once at the end. A later
+-- purchase reads through these, so it sees an earlier one's unit taken, count raised, ticket spent and answer.
+local written = {}      -- bought field -> value
+local taken = {}        -- sku -> units reserved by the batch
+local available_by = {} -- sku -> units available, as the batch left them
+local expiring = {}     -- ZADD arguments: expires_at, order id
+local first_expires = nil
 -- The sale's state, price and limit of a SKU: no purchase changes them, so one read per SKU per batch.
 local sku_meta = {}
 
-local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelope, session, ticket, idem_key, rapid)
+local function shopper_field(j)
+  local v = written[fields[j]]
+  if v ~= nil then return v end
+  return shoppers[j]
+end
+
+local function sold_out_wait()
+  local wait = next_return_ms(expiry, now)
+  if first_expires then
+    local mine = math.max(1, first_expires - now)
+    if wait == 0 or mine < wait then wait = mine end
+  end
+  return wait
+end
+
+local function reserve(i)
+  local a = i * 9
+  local user, sku, qty_s, order_id, envelope, rapid = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 9]
+  local order_key, offer_key = KEYS[8 + 2 * i], KEYS[9 + 2 * i]
   local qty = tonumber(qty_s)
-  local held_field = user .. '|' .. sku
-  local ticket_field = 'ticket:' .. ticket
-  local idem_field = 'idem:' .. user .. ':' .. idem_key
+  local held_field, ticket_field, idem_field = fields[3 * i + 1], fields[3 * i + 2], fields[3 * i + 3]
   local event_id = string.sub(order_id, string.find(order_id, '.', 1, true) + 1)
   local fingerprint = sku .. '|' .. qty_s
 
   -- The bot signals and the offer first, so every answer from here on carries them (the clickstream's attempt
   -- and rejection do): a purchase without a product view in this session, or within 100 ms of the shopper's last.
   local signals = {}
-  if redis.call('SISMEMBER', viewed, session) == 0 then table.insert(signals, 'no_prior_view') end
+  if viewed_by[i + 1] == 0 then table.insert(signals, 'no_prior_view') end
   if rapid == '1' then table.insert(signals, 'inhuman_rate') end
   local signals_csv = table.concat(signals, ',')
   local offer_id = false
@@ -122,8 +163,7 @@ local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelop
   if of[1] and (not of[3] or of[3] == '' or of[3] == sku) then offer_id = of[1] end
   local offer_s = offer_id or ''
 
-  local h = redis.call('HMGET', bought, held_field, ticket_field, idem_field)
-  local prior = h[3]
+  local prior = shopper_field(3 * i + 3)
   if prior then
     local nl = string.find(prior, '\\n', 1, true)
     if string.sub(prior, 1, nl - 1) ~= fingerprint then return {'err', 'IDEMPOTENCY_KEY_CONFLICT', 0, offer_s, signals_csv} end
@@ -138,7 +178,7 @@ local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelop
   if not m[1] then return {'err', 'SALE_NOT_FOUND', 0, offer_s, signals_csv} end
   local price_s = m[5]
   if not price_s then return {'err', 'SKU_NOT_FOUND', 0, offer_s, signals_csv} end
-  if h[2] then return {'err', 'TICKET_REUSED', 0, offer_s, signals_csv} end
+  if shopper_field(3 * i + 2) then return {'err', 'TICKET_REUSED', 0, offer_s, signals_csv} end
 
   local early_ms = 0
   if offer_id then
@@ -149,18 +189,21 @@ local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelop
   local starts_at, ends_at = tonumber(m[2]), tonumber(m[3])
   if m[1] == 'ended' or now >= ends_at or now < starts_at - early_ms then return {'err', 'SALE_NOT_LIVE', 0, offer_s, signals_csv} end
 
-  local held = tonumber(h[1]) or 0
+  local held = tonumber(shopper_field(3 * i + 1)) or 0
   if held + qty > (tonumber(m[6]) or 1) then return {'err', 'SALE_LIMIT_REACHED', 0, offer_s, signals_csv} end
-  local available = tonumber(redis.call('HGET', stock, sku)) or 0
+  local available = available_by[sku]
+  if available == nil then
+    available = tonumber(redis.call('HGET', stock, sku)) or 0
+    available_by[sku] = available
+  end
   if available < qty then
     if available > 0 then return {'err', 'SALE_FEWER_LEFT', 0, offer_s, signals_csv} end
-    return {'err', 'SALE_SOLD_OUT', next_return_ms(expiry, now), offer_s, signals_csv}
+    return {'err', 'SALE_SOLD_OUT', sold_out_wait(), offer_s, signals_csv}
   end
 
   -- Numbers go to Redis and into JSON as strings made once: qty_s is the caller's validated integer.
-  local expires_s = string.format('%d', now + tonumber(m[4]))
-  redis.call('HINCRBY', stock, sku, '-' .. qty_s)
-  redis.call('HINCRBY', reserved, sku, qty_s)
+  local expires_at = now + tonumber(m[4])
+  local expires_s = string.format('%d', expires_at)
 
   -- JSON by concatenation (cjson costs more than the rest of the script): the envelope is the event's JSON
   -- without its closing brace; every value added here is an id or SKU already validated against a
@@ -178,29 +221,47 @@ local function reserve(order_key, offer_key, user, sku, qty_s, order_id, envelop
   event = event .. '}'
   redis.call('HSET', order_key, 'user', user, 'sku', sku, 'qty', qty_s, 'price', price_s, 'status', 'reserved',
     'reserved_at', now_s, 'expires_at', expires_s, 'offer_id', offer_id or '', 'ctx', ctx)
-  redis.call('ZADD', expiry, expires_s, order_id)
   redis.call('XADD', outbox, '*', 'k', user, 'e', event)
 
   local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
     .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
-  -- The shopper's count set (the script read it), the ticket spent and the answer kept, in one call.
-  redis.call('HSET', bought, held_field, string.format('%d', held + qty), ticket_field, '1', idem_field, fingerprint .. '\\n' .. answer)
+  -- Recorded only once the order and its event are written, so a purchase that fails leaves nothing behind.
+  available_by[sku] = available - qty
+  taken[sku] = (taken[sku] or 0) + qty
+  table.insert(expiring, expires_s)
+  table.insert(expiring, order_id)
+  if not first_expires then first_expires = expires_at end
+  written[held_field] = string.format('%d', held + qty)
+  written[ticket_field] = '1'
+  written[idem_field] = fingerprint .. '\\n' .. answer
   return {'ok', answer, signals_csv, offer_s}
 end
 
 -- A purchase that raises an error (a key of the wrong type, say an offer some job wrote as a string) fails
 -- alone, as it did before purchases were batched: the others in the batch go on.
 local replies = {}
-for i = 0, (#KEYS - 7) / 2 - 1 do
-  local a = i * 9
-  local ok, reply = pcall(reserve, KEYS[8 + 2 * i], KEYS[9 + 2 * i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+for i = 0, n - 1 do
+  local ok, reply = pcall(reserve, i)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
     reply = {'failed', tostring(reply)}
   end
   replies[i + 1] = reply
 end
+
+-- The batch's writes to the shared keys, once each: per purchase they were most of the script's calls.
+for sku, units in pairs(taken) do
+  local units_s = string.format('%d', units)
+  redis.call('HINCRBY', stock, sku, '-' .. units_s)
+  redis.call('HINCRBY', reserved, sku, units_s)
+end
+if #expiring > 0 then redis.call('ZADD', expiry, unpack(expiring)) end
+local shopper_writes = {}
+for field, value in pairs(written) do
+  table.insert(shopper_writes, field)
+  table.insert(shopper_writes, value)
+end
+if #shopper_writes > 0 then redis.call('HSET', bought, unpack(shopper_writes)) end
 return replies
 `;
 

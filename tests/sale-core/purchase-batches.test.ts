@@ -1,6 +1,7 @@
 // The purchases that reach one process in the same event-loop turn go to Redis as one script call per sale
 // (sale-core/purchase-batches.ts). Each must still be answered as if it ran alone: the limit, the idempotency
-// key and the last unit hold inside a batch, batches of two sales keep to their own keys, a crowd larger than
+// key, the ticket and the last unit hold inside a batch, the shared keys it writes once hold what each purchase
+// alone would have written, batches of two sales keep to their own keys, a crowd larger than
 // the cap is split, a purchase Redis refuses fails alone, and a batch Redis cannot run fails every purchase in
 // it and records nothing.
 import { randomUUID } from 'node:crypto';
@@ -43,13 +44,13 @@ const shopperOf = (userId: string): ShopperContext => ({
   device: 'vitest',
 });
 
-const reserve = (saleId: string, userId: string, options: { key?: string; qty?: number; sku?: string } = {}) =>
+const reserve = (saleId: string, userId: string, options: { key?: string; qty?: number; sku?: string; ticket?: string } = {}) =>
   reserveUnit(core.context, {
     saleId,
     userId,
     sku: options.sku ?? 'SKU-1',
     qty: options.qty ?? 1,
-    ticketId: randomUUID(),
+    ticketId: options.ticket ?? randomUUID(),
     idempotencyKey: options.key ?? randomUUID(),
     shopper: shopperOf(userId),
   });
@@ -98,6 +99,63 @@ describe('purchases that arrive together', () => {
     expect(new Set(orders).size).toBe(2);
   });
 
+  it('spend a ticket once, even when both uses are in the same batch', async () => {
+    const saleId = await createSale(core, { stock: 5, limit: 2 });
+    const ticket = randomUUID();
+    const { result, calls } = await counted(() => Promise.all([reserve(saleId, 'lena', { ticket }), reserve(saleId, 'lena', { ticket })]));
+    expect(calls).toBe(1);
+    expect(result.map((r) => (r.outcome === 'rejected' ? r.code : r.outcome))).toEqual(['reserved', 'TICKET_REUSED']);
+    expect(await units(saleId)).toMatchObject({ available: 4, reserved: 1 });
+  });
+
+  it("record each reserved order's count, ticket, answer, expiry entry and event once, as a purchase alone does", async () => {
+    const saleId = await createSale(core, { stock: 3, limit: 2 });
+    const k = saleKeys(saleId);
+    const tickets = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const keys = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const { result, calls } = await counted(() =>
+      Promise.all([
+        reserve(saleId, 'max', { ticket: tickets[0], key: keys[0] }),
+        reserve(saleId, 'max', { ticket: tickets[1], key: keys[1] }),
+        reserve(saleId, 'nina', { ticket: tickets[2], key: keys[2] }),
+        reserve(saleId, 'otto', { ticket: tickets[3], key: keys[3] }), // none left
+      ]),
+    );
+    expect(calls).toBe(1);
+    expect(result.map((r) => (r.outcome === 'rejected' ? r.code : r.outcome))).toEqual([
+      'reserved',
+      'reserved',
+      'reserved',
+      'SALE_SOLD_OUT',
+    ]);
+    const orders = result.slice(0, 3).map((r) => (r.outcome === 'reserved' ? JSON.parse(r.answer) : null));
+
+    const redis = core.context.redis;
+    expect(await redis.hmget(k.bought, 'max|SKU-1', 'nina|SKU-1', 'otto|SKU-1')).toEqual(['2', '1', null]);
+    expect(await redis.hmget(k.bought, ...tickets.map((t) => `ticket:${t}`))).toEqual(['1', '1', '1', null]);
+    const answers = await redis.hmget(
+      k.bought,
+      `idem:max:${keys[0]}`,
+      `idem:max:${keys[1]}`,
+      `idem:nina:${keys[2]}`,
+      `idem:otto:${keys[3]}`,
+    );
+    expect(answers.slice(0, 3).map((a) => JSON.parse(String(a).split('\n')[1]!))).toEqual(orders);
+    expect(answers[3]).toBeNull();
+    // Each order once in the expiry set, at its own expiry; each order's event once in the outbox.
+    const expiry = await redis.zrange(k.expiry, 0, -1, 'WITHSCORES');
+    expect(Object.fromEntries(Array.from({ length: expiry.length / 2 }, (_, i) => [expiry[2 * i], Number(expiry[2 * i + 1])]))).toEqual(
+      Object.fromEntries(orders.map((o) => [o.order_id, o.expires_at])),
+    );
+    const events = (await redis.xrange(k.outbox, '-', '+')).map(([, fields]) => JSON.parse(fields[fields.indexOf('e') + 1]!));
+    expect(events.filter((e) => e.type === 'order_reserved').map((e) => e.order_id)).toEqual(orders.map((o) => o.order_id));
+    expect(await units(saleId)).toEqual({ available: 0, reserved: 3, sold: 0, initial: 3 });
+    // Turned away by the batch that took the last unit, the late shopper still learns when one could come back.
+    const late = result[3];
+    expect(late?.outcome === 'rejected' && late.retryAfterMs).toBeGreaterThan(0);
+    expect(late?.outcome === 'rejected' && late.retryAfterMs).toBeLessThanOrEqual(10 * 60_000);
+  });
+
   it('of two sales go in one call per sale, each on its own keys', async () => {
     const [a, b] = [await createSale(core, { stock: 1 }), await createSale(core, { stock: 1 })];
     const { result, calls } = await counted(() =>
@@ -139,6 +197,7 @@ describe('purchases that arrive together', () => {
     expect(result.map((r) => (r.status === 'fulfilled' ? r.value.outcome : 'failed'))).toEqual(['reserved', 'failed', 'reserved']);
     expect(String((result[1] as PromiseRejectedResult).reason)).toContain('WRONGTYPE');
     expect(await units(saleId)).toMatchObject({ available: 3, reserved: 2 });
+    expect(await core.context.redis.hmget(saleKeys(saleId).bought, 'jack|SKU-1', 'mallory|SKU-1', 'kim|SKU-1')).toEqual(['1', null, '1']);
   });
 
   it('a purchase alone is not held back for company', async () => {
