@@ -22,7 +22,7 @@ export const browsingRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = as
   app.post(
     '/sales/:saleId/events',
     {
-      onRequest: shopperRouteLimits(app, sc.settings, ['address', 'shopper']),
+      onRequest: shopperRouteLimits(sc.settings, ['address', 'shopper']),
       schema: {
         tags: ['shopper'],
         summary: 'Report a page view, product view or add-to-cart',

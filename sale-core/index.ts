@@ -15,7 +15,6 @@ import { OutboxRelay } from './outbox-relay.js';
 import { orderRoutes, startExpirySweeper } from './payment.js';
 import { purchaseRoutes } from './purchase.js';
 import { PurchaseBatches } from './purchase-batches.js';
-import { registerRateLimits } from './rate-limits.js';
 import { CatalogSnapshots, saleRoutes } from './sales.js';
 import { withSaleScripts } from './scripts.js';
 import { sessionRoutes } from './shopper-session.js';
@@ -115,7 +114,6 @@ export async function startSaleCore(options: SaleCoreOptions = {}): Promise<Sale
     ready: async () => (await redis.ping()) === 'PONG',
     fastify: settings.trustedProxies.length > 0 ? { trustProxy: settings.trustedProxies } : {},
   });
-  await registerRateLimits(app);
   const routes = { sc: context };
   await app.register(saleRoutes, routes);
   await app.register(sessionRoutes, routes);

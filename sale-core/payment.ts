@@ -134,7 +134,7 @@ export const orderRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async
   app.get(
     '/orders/:orderId',
     {
-      onRequest: shopperRouteLimits(app, sc.settings, ['address', 'shopper']),
+      onRequest: shopperRouteLimits(sc.settings, ['address', 'shopper']),
       schema: {
         tags: ['shopper'],
         summary: 'Your order and its status',
@@ -186,7 +186,7 @@ export const orderRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async
     '/orders/:orderId/pay',
     {
       // Per address before anything else; the shared per-address and per-shopper buckets in Redis follow.
-      onRequest: shopperRouteLimits(app, sc.settings, ['address']),
+      onRequest: shopperRouteLimits(sc.settings, ['address']),
       schema: {
         tags: ['shopper'],
         summary: 'Pay for a reservation (simulated provider; idempotent)',

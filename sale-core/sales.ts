@@ -395,7 +395,7 @@ const catalogRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app
   app.get(
     '/sales/:saleId/catalog',
     {
-      onRequest: shopperRouteLimits(app, sc.settings, ['address']),
+      onRequest: shopperRouteLimits(sc.settings, ['address']),
       schema: {
         tags: ['shopper'],
         summary: 'The sale catalog (cacheable; ETag)',
@@ -445,7 +445,7 @@ const catalogRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = async (app
   app.get(
     '/sales/:saleId/stock',
     {
-      onRequest: shopperRouteLimits(app, sc.settings, ['address']),
+      onRequest: shopperRouteLimits(sc.settings, ['address']),
       schema: {
         tags: ['shopper'],
         summary: 'Units left per SKU (cached for one second)',

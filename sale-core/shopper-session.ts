@@ -23,7 +23,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = asy
     '/session',
     {
       // Sessions cost nothing to mint, so a flood of them is limited per address.
-      onRequest: shopperRouteLimits(app, sc.settings, ['address']),
+      onRequest: shopperRouteLimits(sc.settings, ['address']),
       schema: {
         tags: ['shopper'],
         summary: 'Start an anonymous session',
@@ -47,7 +47,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ sc: SaleContext }> = asy
   app.post(
     '/session/login',
     {
-      onRequest: shopperRouteLimits(app, sc.settings, ['address', 'shopper']),
+      onRequest: shopperRouteLimits(sc.settings, ['address', 'shopper']),
       schema: {
         tags: ['shopper'],
         summary: 'Log in (simulated): the session keeps its anon id and gains a user id',

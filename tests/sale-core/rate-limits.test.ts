@@ -73,6 +73,17 @@ describe('rate limits', () => {
     expect(first!.retryAfter).toBeLessThanOrEqual(60);
   });
 
+  it('IPv6 addresses count by their /64: cycling through one block of addresses buys nothing', async () => {
+    const first = await flood(
+      routes['GET /sales/:id/catalog']!,
+      () => null,
+      (i) => `2001:db8:77:1:${i.toString(16)}::${(i * 7).toString(16)}`,
+    );
+    expect(first, 'no request was refused').not.toBeNull();
+    expect(first!.index).toBe(addressRequestsPerMinute);
+    expect(first!.code).toBe('RATE_LIMITED');
+  });
+
   it.each(['POST /session/login', 'GET /orders/:id', 'POST /sales/:id/events', 'POST /orders/:id/pay'])(
     '%s: 300 rapid requests by one shopper from many addresses are refused after the limit',
     async (name) => {
