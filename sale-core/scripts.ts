@@ -225,7 +225,8 @@ local function reserve(i)
 
   local answer = '{"order_id":"' .. order_id .. '","status":"reserved","sku":"' .. sku .. '","qty":' .. qty_s
     .. ',"price":' .. price_s .. ',"expires_at":' .. expires_s .. ',"offer_id":' .. offer_json .. '}'
-  -- Recorded only once the order and its event are written, so a purchase that fails leaves nothing behind.
+  -- Recorded only once the order and its event are written: a purchase that Redis refuses on its offer or its order
+  -- (a key of the wrong type) leaves no count, ticket, answer, stock or expiry change behind.
   available_by[sku] = available - qty
   taken[sku] = (taken[sku] or 0) + qty
   table.insert(expiring, expires_s)
