@@ -84,7 +84,11 @@ describe('the ingest tests producer', () => {
   };
 
   it('a plain kafkajs producer appends a batch twice when the broker answer is lost', async () => {
-    expect(await sendWithLostAnswer(false)).toBe(401);
+    // The request whose answer was lost is appended twice. kafkajs usually sends the 200 events as one request
+    // (401 in all), but it may split them, and then only the lost request's share comes twice (one CI run: 373).
+    const held = await sendWithLostAnswer(false);
+    expect(held).toBeGreaterThan(201);
+    expect(held).toBeLessThanOrEqual(401);
   });
 
   it('connectedProducer (idempotent) appends every event once all the same', async () => {
