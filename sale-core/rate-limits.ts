@@ -55,7 +55,8 @@ export class RequestWindows {
  * an IPv6 address is counted as the text it is.
  */
 export function addressGroup(ip: string): string {
-  if (!isIPv6(ip)) return ip.toLowerCase();
+  // IPv4 holds no ':', so the common case skips isIPv6's regular expression.
+  if (!ip.includes(':') || !isIPv6(ip)) return ip.toLowerCase();
   const groups = ipv6Groups(ip.toLowerCase().split('%')[0]!);
   if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
     const [high = 0, low = 0] = groups.slice(6);

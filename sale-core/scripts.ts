@@ -123,8 +123,7 @@ local shoppers = redis.call('HMGET', bought, unpack(fields))
 local written = {}      -- bought field -> value
 local taken = {}        -- sku -> units reserved by the batch
 local available_by = {} -- sku -> units available, as the batch left them
-local expiring = {}     -- ZADD arguments: expires_at, order id
-local first_expires = nil
+local expiring = {}     -- ZADD arguments: expires_at, order id (the first one expires first: one clock, one window)
 -- The sale's state, price and limit of a SKU: no purchase changes them, so one read per SKU per batch.
 local sku_meta = {}
 
@@ -136,8 +135,8 @@ end
 
 local function sold_out_wait()
   local wait = next_return_ms(expiry, now)
-  if first_expires then
-    local mine = math.max(1, first_expires - now)
+  if expiring[1] then
+    local mine = math.max(1, tonumber(expiring[1]) - now)
     if wait == 0 or mine < wait then wait = mine end
   end
   return wait
@@ -202,8 +201,7 @@ local function reserve(i)
   end
 
   -- Numbers go to Redis and into JSON as strings made once: qty_s is the caller's validated integer.
-  local expires_at = now + tonumber(m[4])
-  local expires_s = string.format('%d', expires_at)
+  local expires_s = string.format('%d', now + tonumber(m[4]))
 
   -- JSON by concatenation (cjson costs more than the rest of the script): the envelope is the event's JSON
   -- without its closing brace; every value added here is an id or SKU already validated against a
@@ -231,7 +229,6 @@ local function reserve(i)
   taken[sku] = (taken[sku] or 0) + qty
   table.insert(expiring, expires_s)
   table.insert(expiring, order_id)
-  if not first_expires then first_expires = expires_at end
   written[held_field] = string.format('%d', held + qty)
   written[ticket_field] = '1'
   written[idem_field] = fingerprint .. '\\n' .. answer

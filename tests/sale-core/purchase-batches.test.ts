@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ShopperContext } from '../../sale-core/context.js';
 import { saleKeys } from '../../sale-core/keys.js';
-import { reserveUnit } from '../../sale-core/purchase.js';
+import { type ReserveResult, reserveUnit } from '../../sale-core/purchase.js';
 import { MAX_PURCHASES_PER_BATCH, PurchaseBatches } from '../../sale-core/purchase-batches.js';
 import { readStockLedger } from '../../sale-core/sales.js';
 import { withSaleScripts } from '../../sale-core/scripts.js';
@@ -54,6 +54,9 @@ const reserve = (saleId: string, userId: string, options: { key?: string; qty?: 
     idempotencyKey: options.key ?? randomUUID(),
     shopper: shopperOf(userId),
   });
+
+/** Each purchase's outcome, or its refusal's code. */
+const outcomes = (results: ReserveResult[]) => results.map((r) => (r.outcome === 'rejected' ? r.code : r.outcome));
 
 /** SKU-1's units by state, from one consistent read of the sale's counters. */
 async function units(saleId: string) {
@@ -104,7 +107,7 @@ describe('purchases that arrive together', () => {
     const ticket = randomUUID();
     const { result, calls } = await counted(() => Promise.all([reserve(saleId, 'lena', { ticket }), reserve(saleId, 'lena', { ticket })]));
     expect(calls).toBe(1);
-    expect(result.map((r) => (r.outcome === 'rejected' ? r.code : r.outcome))).toEqual(['reserved', 'TICKET_REUSED']);
+    expect(outcomes(result)).toEqual(['reserved', 'TICKET_REUSED']);
     expect(await units(saleId)).toMatchObject({ available: 4, reserved: 1 });
   });
 
@@ -122,12 +125,7 @@ describe('purchases that arrive together', () => {
       ]),
     );
     expect(calls).toBe(1);
-    expect(result.map((r) => (r.outcome === 'rejected' ? r.code : r.outcome))).toEqual([
-      'reserved',
-      'reserved',
-      'reserved',
-      'SALE_SOLD_OUT',
-    ]);
+    expect(outcomes(result)).toEqual(['reserved', 'reserved', 'reserved', 'SALE_SOLD_OUT']);
     const orders = result.slice(0, 3).map((r) => (r.outcome === 'reserved' ? JSON.parse(r.answer) : null));
 
     const redis = core.context.redis;
@@ -162,12 +160,7 @@ describe('purchases that arrive together', () => {
       Promise.all([reserve(a, 'dan'), reserve(b, 'dan'), reserve(a, 'erin'), reserve(b, 'erin')]),
     );
     expect(calls).toBe(2);
-    expect(result.map((r) => (r.outcome === 'rejected' ? r.code : r.outcome))).toEqual([
-      'reserved',
-      'reserved',
-      'SALE_SOLD_OUT',
-      'SALE_SOLD_OUT',
-    ]);
+    expect(outcomes(result)).toEqual(['reserved', 'reserved', 'SALE_SOLD_OUT', 'SALE_SOLD_OUT']);
     for (const saleId of [a, b]) {
       expect(await units(saleId)).toMatchObject({ available: 0, reserved: 1 });
     }
