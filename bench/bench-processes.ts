@@ -25,14 +25,21 @@ export async function startSaleServer(
   env: Record<string, string>,
   nodeArgs: string[],
 ): Promise<{ url: string; child: ChildProcess; pids: number[] }> {
-  const child = spawnBenchScript('sale-servers.ts', [kind, '0', ...args], env, nodeArgs);
+  // Servers log as they do in production (the default level, info, unless LOG_LEVEL says otherwise), so a
+  // bench measures what ships: ACCESS_LOG=all, say, shows what per-request lines would cost.
+  const child = spawnBenchScript('sale-servers.ts', [kind, '0', ...args], { LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', ...env }, nodeArgs);
   const [url, pids] = await new Promise<[string, number[]]>((resolve, reject) => {
     let out = '';
-    child.stdout!.on('data', (chunk) => {
+    const onData = (chunk: Buffer) => {
       out += chunk;
       const match = /READY (\S+) (\S+)/.exec(out);
-      if (match) resolve([match[1]!, match[2]!.split(',').map(Number)]);
-    });
+      if (!match) return;
+      // From here the server's output (its logs) is read and dropped, not kept.
+      child.stdout!.off('data', onData);
+      child.stdout!.resume();
+      resolve([match[1]!, match[2]!.split(',').map(Number)]);
+    };
+    child.stdout!.on('data', onData);
     child.once('exit', (code) => reject(new Error(`${kind} server exited (${code}) before it was ready`)));
   });
   return { url, child, pids: [...new Set([child.pid!, ...pids])] };

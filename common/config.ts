@@ -93,6 +93,9 @@ export function loadConfig(env: Env = process.env) {
   return {
     env: oneOf(env, 'NODE_ENV', 'development', ['development', 'test', 'production'] as const),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    // Which answered requests get a log line (common/http-requests.ts): `exceptions` (slow ones only) or `all`.
+    accessLog: oneOf(env, 'ACCESS_LOG', 'exceptions', ['exceptions', 'all'] as const),
+    slowRequestMs: integer(env, 'SLOW_REQUEST_MS', 1000, 1, 3_600_000),
     stack: { dataDir, ports },
     redis: { url: url(env, 'REDIS_URL', `redis://127.0.0.1:${ports.redis}`, ['redis:', 'rediss:']) },
     kafka: {

@@ -23,10 +23,12 @@ import Fastify, {
   type FastifyRequest,
   type FastifySchema,
   type FastifyServerOptions,
+  LogController,
   type RouteOptions,
 } from 'fastify';
 import Type from 'typebox';
 import { config } from './config.js';
+import { recordRequests } from './http-requests.js';
 import { collectProcessMetrics, registry } from './metrics.js';
 
 /** An error a person can act on: the code is stable for programs, the message is for people. */
@@ -559,8 +561,11 @@ function finishDocument(documentObject: { openapiObject?: unknown; swaggerObject
 export async function createServiceApp(options: ServiceAppOptions): Promise<FastifyInstance> {
   collectProcessMetrics();
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const { logLevel, accessLog, slowRequestMs } = config();
   const app = Fastify({
-    logger: { name: options.name, level: config().logLevel },
+    logger: { name: options.name, level: logLevel },
+    // Requests are counted and timed per route instead, and logged when slow (http-requests.ts).
+    logController: new LogController({ disableRequestLogging: accessLog !== 'all' }),
     bodyLimit,
     // A request must arrive whole within REQUEST_TIME_LIMIT_MS (see there for why all three are set).
     requestTimeout: REQUEST_TIME_LIMIT_MS,
@@ -611,6 +616,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   });
   app.addSchema(ErrorBody);
   registerStrictBodyParsers(app);
+  const requests = recordRequests(app, { service: options.name, slowMs: slowRequestMs, fastifyLogsAll: accessLog === 'all' });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const appError = toAppError(error);
@@ -624,7 +630,10 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   // decode is refused instead of reaching a handler as literal %-escapes.
   // A callback hook, not an async one: it runs on every request, the purchase included.
   app.addHook('onRequest', (request, _reply, done) => {
-    done(request.is404 ? unknownRoute(request, known) : queryError(request.url));
+    if (!request.is404) return done(queryError(request.url));
+    const refusal = unknownRoute(request, known);
+    requests.unmatched(request.method, refusal.statusCode);
+    done(refusal);
   });
   // Reached only if a hook above is skipped; kept so even then a 404 has the error shape.
   app.setNotFoundHandler((request, reply) => {

@@ -1,6 +1,7 @@
 // Server-sent events over fastify's raw response: the route hands the socket over (hijack) and writes
 // `event:`/`data:` frames itself. A comment line every 15 s keeps proxies from closing an idle stream.
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { answeredAsStream } from '../common/http-requests.js';
 
 export interface EventStream {
   send(event: string, data: unknown): void;
@@ -9,6 +10,7 @@ export interface EventStream {
 }
 
 export function openEventStream(request: FastifyRequest, reply: FastifyReply): EventStream {
+  answeredAsStream(reply);
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, {

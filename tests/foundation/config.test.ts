@@ -21,6 +21,8 @@ describe('config', () => {
     ['DATABASE_URL', 'not a url', /DATABASE_URL must be a URL/],
     ['KAFKA_BROKERS', 'localhost', /KAFKA_BROKERS must list host:port pairs/],
     ['LOG_LEVEL', 'loud', /LOG_LEVEL must be one of/],
+    ['ACCESS_LOG', 'verbose', /ACCESS_LOG must be one of/],
+    ['SLOW_REQUEST_MS', '0', /SLOW_REQUEST_MS must be between 1 and/],
     ['CLICKHOUSE_URL', 'ftp://x', /CLICKHOUSE_URL must use http: or https:/],
   ])('a bad %s stops the start and names the variable', (variable, value, message) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
