@@ -114,6 +114,11 @@ export interface ServiceAppOptions {
   /** Body limit of routes whose schema does not need more (default 16 KiB). */
   bodyLimit?: number;
   fastify?: FastifyServerOptions;
+  /**
+   * fastify's lines per request whatever ACCESS_LOG says: for a staff app with little traffic, where they are the
+   * trail of which address opened what. A shopper-facing service leaves it off (common/http-requests.ts says why).
+   */
+  logEveryRequest?: boolean;
 }
 
 /** Translates fastify's own errors (bad JSON, validation, size) into our coded shape. */
@@ -562,10 +567,11 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   collectProcessMetrics();
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const { logLevel, accessLog, slowRequestMs } = config();
+  const logsAll = accessLog === 'all' || options.logEveryRequest === true;
   const app = Fastify({
     logger: { name: options.name, level: logLevel },
     // Requests are counted and timed per route instead, and logged when slow (http-requests.ts).
-    logController: new LogController({ disableRequestLogging: accessLog !== 'all' }),
+    logController: new LogController({ disableRequestLogging: !logsAll }),
     bodyLimit,
     // A request must arrive whole within REQUEST_TIME_LIMIT_MS (see there for why all three are set).
     requestTimeout: REQUEST_TIME_LIMIT_MS,
@@ -616,7 +622,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Fast
   });
   app.addSchema(ErrorBody);
   registerStrictBodyParsers(app);
-  const requests = recordRequests(app, { service: options.name, slowMs: slowRequestMs, fastifyLogsAll: accessLog === 'all' });
+  const requests = recordRequests(app, { service: options.name, slowMs: slowRequestMs, fastifyLogsAll: logsAll });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const appError = toAppError(error);

@@ -72,6 +72,16 @@ describe('answered requests', () => {
     expect(lines.filter((l) => l.msg === 'incoming request' || l.msg === 'request completed')).toEqual([]);
   });
 
+  it('logs every request of a service that asks for it (the dashboards), still counting them', async () => {
+    const { lines, stream } = captured();
+    const app = await createServiceApp({ name: 'staff-test', logEveryRequest: true, fastify: { logger: { level: 'info', stream } } });
+    apps.push(app);
+    app.get('/page', async () => ({ ok: true }));
+    expect((await app.inject({ method: 'GET', url: '/page' })).statusCode).toBe(200);
+    expect(lines.filter((l) => l.msg === 'request completed')).toHaveLength(1);
+    expect(await sample('flashsale_http_requests_total', { service: 'staff-test', route: '/page', status: '200' })).toBe(1);
+  });
+
   it('logs a slow answer once, with its route and time but not its query, and caps the lines per second', async () => {
     const { lines, stream } = captured();
     const app = Fastify({ logger: { level: 'info', stream }, logController: new LogController({ disableRequestLogging: true }) });
