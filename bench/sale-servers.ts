@@ -24,6 +24,10 @@ async function ceiling() {
   app.post('/sales/:saleId/purchase', async () => ({ order_id: 'constant', status: 'reserved' }));
   // The yardsticks of the spike bench (bench/spike.ts): a constant poll answer, and a catalog with an ETag.
   app.get('/sales/:saleId/queue', async () => ({ status: 'waiting', position: 1, ahead: 0, retry_after_ms: 1000 }));
+  // A join refused because the sale sold out: the answer sale-core gives most joins of a spike.
+  app.post('/sales/:saleId/queue', async (_request, reply) =>
+    reply.code(409).send({ error: { code: 'SALE_SOLD_OUT', message: 'Every unit is sold and none is held for payment.' } }),
+  );
   app.get('/sales/:saleId/catalog', async (request, reply) => {
     reply.header('etag', '"catalog-1"').header('cache-control', 'public, max-age=30');
     if (request.headers['if-none-match'] === '"catalog-1"') return reply.code(304).send();

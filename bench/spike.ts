@@ -4,7 +4,8 @@
 //      catalog with If-None-Match, on sale-core and on the bare route (bench/sale-servers.ts `ceiling`). Both
 //      poll phases send the same request, a shopper's (session token and position token), so the two differ
 //      only in what the server does with it; a third phase sends the bare route no headers (as this bench did).
-//      The poll and catalog pairs run in SPIKE_SIDE_ROUNDS rounds: each ratio is the median of the rounds'.
+//      Then a join of a sold-out sale on both (most joins of a spike are refused so; not a target).
+//      The poll, catalog and sold-out join pairs run in SPIKE_SIDE_ROUNDS rounds: each ratio is the median of the rounds'.
 //   2. The sustainable rate: short probes (SPIKE_PROBE_MS each) of the spike at a given arrival rate of
 //      shoppers per second, doubling from SPIKE_SEARCH_FROM until a probe fails, then bisecting, at most
 //      SPIKE_PROBES probes, then the highest rate that passed must pass again (up to SPIKE_CONFIRMS tries, the next
@@ -359,6 +360,26 @@ async function main() {
               })),
           );
       }
+      if (ONLY !== 'poll') {
+        // Most of a spike's joins come after the sell-out and are refused from the process's view of the sale:
+        // what a refusal costs (CPU per request; the bare route answers a constant 409 to the same request).
+        const soldOutSale = `spike-soldout-${suffix}`;
+        await createSale(soldOutSale, Date.now() - 1000, 0);
+        const joiners = places.map((p) => p.auth);
+        const soldOutJoin = (i: number) => ({
+          path: `/sales/${soldOutSale}/queue`,
+          headers: { authorization: joiners[i % joiners.length]! },
+          method: 'POST' as const,
+        });
+        await call('POST', `/sales/${soldOutSale}/queue`, { authorization: joiners[0]! }); // the process reads the sale's view
+        await new Promise((r) => setTimeout(r, 500));
+        for (let round = 0; round < SIDE_ROUNDS; round++)
+          await pair(
+            round,
+            () => phase('join, sold out: bare route', bare, ceiling.pids, soldOutJoin),
+            () => phase('join, sold out: sale-core', core, sale.pids, soldOutJoin),
+          );
+      }
       console.log('\nside by side (closed loop)');
       for (const [name, rounds] of Object.entries(side))
         for (const [round, r] of rounds.entries()) {
@@ -639,6 +660,11 @@ async function main() {
     if (catalog !== undefined)
       console.log(
         `catalog 304 throughput vs bare route: ${catalog.median.toFixed(2)}${catalog.spread} (target ≥ 0.8): ${verdict(catalog.median >= 0.8)}`,
+      );
+    const soldOutJoin = ratio('join, sold out: sale-core', 'join, sold out: bare route');
+    if (soldOutJoin !== undefined)
+      console.log(
+        `sold-out join throughput vs bare route: ${soldOutJoin.median.toFixed(2)}${soldOutJoin.spread} (not a target; most joins of a spike)`,
       );
     if (final && sustainable !== undefined) {
       console.log(

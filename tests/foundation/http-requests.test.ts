@@ -3,7 +3,7 @@
 import { Writable } from 'node:stream';
 import Fastify, { LogController } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createServiceApp } from '../../common/http.js';
+import { AppError, createServiceApp } from '../../common/http.js';
 import { answeredAsStream, recordRequests, SLOW_LINES_PER_SECOND } from '../../common/http-requests.js';
 import { registry } from '../../common/metrics.js';
 
@@ -149,5 +149,17 @@ describe('answered requests', () => {
     await app.inject({ method: 'GET', url: '/slow' });
     expect(lines.filter((l) => l.msg === 'request completed')).toHaveLength(1);
     expect(lines.filter((l) => l.msg === 'slow request')).toHaveLength(0);
+  });
+});
+
+describe('refusals', () => {
+  it('are made without a stack trace, and leave the stack limit of other errors as it was', () => {
+    const before = Error.stackTraceLimit;
+    const refusal = new AppError('SALE_SOLD_OUT', 409, 'Sold out.', { 'retry-after': '2' });
+    expect(refusal).toBeInstanceOf(Error);
+    expect(refusal).toMatchObject({ name: 'AppError', code: 'SALE_SOLD_OUT', statusCode: 409, message: 'Sold out.' });
+    expect(refusal.stack?.split('\n').filter((line) => line.trimStart().startsWith('at '))).toEqual([]);
+    expect(Error.stackTraceLimit).toBe(before);
+    expect(new Error('a fault').stack).toContain(' at ');
   });
 });
