@@ -148,7 +148,7 @@ export function recordRequests(app: FastifyInstance, options: RequestRecordOptio
     skipped = 0;
   };
 
-  // A hook of each route's own, holding its series: nothing is looked up per request.
+  // A hook of each route's own, holding the route's series per method: found once, when the route is added.
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     const byMethod = new Map(methods.map((m) => [m.toUpperCase(), seriesOf(options.service, m.toUpperCase(), route.url)]));
