@@ -3,6 +3,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { ClickstreamEvent } from '../common/events.js';
 import type { ClickstreamEmitter } from './clickstream.js';
+import { addressGroup } from './client-address.js';
 import { saleError } from './errors.js';
 import { GenerationalMap } from './generational-map.js';
 import type { OutboxRelay } from './outbox-relay.js';
@@ -58,14 +59,17 @@ export interface ShopperContext {
   device: string;
 }
 
-// A spike brings the same IPs again and again: remember their hashes (bounded).
+// A spike brings the same addresses again and again: remember their hashes (bounded). Hashed, and remembered, by
+// the client's address group (an IPv6 /64 as one), so every per-address limit keyed by it, in Redis or in this
+// process, counts a block cycled through as the one client it is.
 const ipHashes = new Map<string, string>();
 function ipHashOf(ip: string, secret: string): string {
-  let hash = ipHashes.get(ip);
+  const client = addressGroup(ip);
+  let hash = ipHashes.get(client);
   if (hash === undefined) {
     if (ipHashes.size > 100_000) ipHashes.clear();
-    hash = hashIp(ip, secret);
-    ipHashes.set(ip, hash);
+    hash = hashIp(client, secret);
+    ipHashes.set(client, hash);
   }
   return hash;
 }

@@ -1,7 +1,8 @@
 // The per-process request counts of the light shopper routes (rate-limits.ts RequestWindows) on explicit
 // clocks, and the address they count a request against (addressGroup).
 import { describe, expect, it } from 'vitest';
-import { addressGroup, RequestWindows } from '../../sale-core/rate-limits.js';
+import { addressGroup } from '../../sale-core/client-address.js';
+import { RequestWindows } from '../../sale-core/rate-limits.js';
 
 describe('RequestWindows', () => {
   it('lets `max` requests through per window, then refuses until the window ends, and starts afresh after', () => {

@@ -72,6 +72,25 @@ describe('a crowd of made-up accounts', () => {
     });
   });
 
+  it('counts the addresses of one IPv6 /64 as one address, and an IPv4-mapped address as its IPv4', async () => {
+    const saleId = await createSale(core, { stock: 100, startsInMs: 60_000 });
+    const crowd = Array.from({ length: ACCOUNTS_PER_ADDRESS + 1 }, (_, i) => shopper(`${saleId}-v6-${i}`));
+    // Each account from an address of its own, all in the block one subscriber holds.
+    for (const [i, account] of crowd.slice(0, ACCOUNTS_PER_ADDRESS).entries())
+      expect((await queue(saleId, account, `2001:db8:5:6::${(i + 1).toString(16)}`)).statusCode).toBe(200);
+    const refused = await queue(saleId, crowd.at(-1)!, '2001:db8:5:6:ffff::99');
+    expect([refused.statusCode, refused.json().error.code]).toEqual([403, 'QUEUE_ADDRESS_FULL']);
+    // Another /64 is another address.
+    expect((await queue(saleId, crowd.at(-1)!, '2001:db8:5:7::1')).statusCode).toBe(200);
+
+    const mapped = await createSale(core, { stock: 100, startsInMs: 60_000 });
+    const accounts = Array.from({ length: ACCOUNTS_PER_ADDRESS + 1 }, (_, i) => shopper(`${mapped}-v4-${i}`));
+    for (const [i, account] of accounts.slice(0, ACCOUNTS_PER_ADDRESS).entries())
+      expect((await queue(mapped, account, i % 2 === 0 ? '10.9.9.9' : '::ffff:10.9.9.9')).statusCode).toBe(200);
+    const full = await queue(mapped, accounts.at(-1)!, '::ffff:10.9.9.9');
+    expect([full.statusCode, full.json().error.code]).toEqual([403, 'QUEUE_ADDRESS_FULL']);
+  });
+
   it('behind a trusted load balancer, the address is the one the balancer forwards', async () => {
     const behind = await startTestSaleCore({ settings: { ...OPEN_LIMITS, queueAccountsPerAddress: 2, trustedProxies: ['10.4.4.4'] } });
     try {
